@@ -1,0 +1,46 @@
+# Two commands for a newcomer: `make demo` (the main job) and `make test`. Each sets itself up.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: setup demo test unit integration lint schemas broker-start broker-stop clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@echo "==> setting up $(VENV) (Python packages; first time takes a few minutes: torch is large)"
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@test -x $(PY) || python3 -m uv venv --quiet $(VENV)
+	@VIRTUAL_ENV=$(VENV) python3 -m uv pip install -e '.[train,dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+demo: setup
+	@echo "==> starting the local Kafka broker, topics and the worker"
+	$(VENV)/bin/foresight demo
+
+test: setup
+	@echo "==> tests: unit, then integration against a real Kafka broker (started by the tests)"
+	$(PY) -m schemas.jsonschema --check
+	@$(PY) -m pytest -ra tests; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+unit: setup
+	$(PY) -m pytest -ra tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check schemas workers models tests
+	$(VENV)/bin/ruff format --check schemas workers models tests
+	$(VENV)/bin/mypy schemas workers
+
+schemas: setup
+	$(PY) -m schemas.jsonschema
+
+broker-start: setup
+	$(VENV)/bin/foresight broker start
+
+broker-stop: setup
+	$(VENV)/bin/foresight broker stop
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The offline side of Foresight: data, network, training, evaluation, export and registry."""

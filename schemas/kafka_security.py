@@ -1,0 +1,57 @@
+"""Maps the Kafka security settings to client credentials, in exactly one place.
+
+Faust and every plain aiokafka client (bench, replay, trainer) get their TLS/SASL configuration
+from :func:`faust_credentials`; the aiokafka keyword form is derived from it by Faust's own
+converter, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from schemas.settings import Settings, SettingsError
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    context = ssl.create_default_context(
+        cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
+    )
+    if settings.ssl_certfile:
+        if not settings.ssl_keyfile:
+            raise SettingsError("mTLS needs FORESIGHT_SSL_KEYFILE beside FORESIGHT_SSL_CERTFILE")
+        password = settings.ssl_key_password
+        context.load_cert_chain(
+            str(settings.ssl_certfile),
+            str(settings.ssl_keyfile),
+            password.get_secret_value() if password else None,
+        )
+    return context
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """Faust credentials for the configured protocol (``None`` for PLAINTEXT)."""
+    from faust.auth import SASLCredentials, SSLCredentials
+
+    protocol = settings.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return SSLCredentials(_ssl_context(settings))
+    assert settings.sasl_password is not None  # Settings validation guarantees it
+    return SASLCredentials(
+        username=settings.sasl_username,
+        password=settings.sasl_password.get_secret_value(),
+        mechanism=settings.sasl_mechanism,
+        ssl_context=_ssl_context(settings) if protocol == "SASL_SSL" else None,
+    )
+
+
+def aiokafka_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``AIOKafkaProducer``/``AIOKafkaConsumer``: servers plus security."""
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        **credentials_to_aiokafka_auth(faust_credentials(settings)),
+    }

@@ -1,0 +1,110 @@
+"""One frozen, typed settings object read from ``FORESIGHT_*`` environment variables.
+
+Every process (worker, trainer, CLI, tests) reads its configuration here and nowhere else, so a
+deployment is described completely by its environment. Secrets are ``SecretStr``: they print as
+``**********`` and never reach a log line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+#: Base names of every topic in DESIGN.md; the real name is ``topic_prefix + base``.
+TOPIC_BASES = ("events", "events.dlq", "predictions", "alerts", "trends", "models.control")
+
+
+class SettingsError(ValueError):
+    """A configuration that must not be run (for example SASL credentials over plaintext)."""
+
+
+class Settings(BaseSettings):
+    """Foresight configuration. Each field documents its type, default and meaning."""
+
+    model_config = SettingsConfigDict(env_prefix="FORESIGHT_", frozen=True, extra="ignore")
+
+    # --- Kafka -------------------------------------------------------------------------------
+    broker: str = Field(
+        "kafka://127.0.0.1:9092",
+        description="Bootstrap servers as a Faust URL, e.g. kafka://h1:9092;h2:9092.",
+    )
+    topic_prefix: str = Field("", description="Prepended to every topic name (e.g. 'acme.').")
+    partitions: int = Field(4, ge=1, le=1024, description="Partitions of topics we create.")
+    replication_factor: int = Field(1, ge=1, le=16, description="Replication of created topics.")
+    security_protocol: SecurityProtocol = Field("PLAINTEXT", description="Kafka security protocol.")
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certs.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mTLS).")
+    ssl_keyfile: Path | None = Field(None, description="Client private key (mTLS).")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of the client key.")
+    sasl_mechanism: SaslMechanism = Field("SCRAM-SHA-512", description="SASL mechanism.")
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret).")
+    dev_mode: bool = Field(
+        False, description="Allows unsafe dev-only setups such as SASL without TLS."
+    )
+
+    # --- Local broker (development, tests, demo, bench) -----------------------------------------
+    broker_port: int = Field(9092, ge=1, le=65535, description="Port of the local dev broker.")
+    home: Path = Field(
+        Path.home() / ".cache" / "foresight",
+        description="Cache for Kafka jars and the local broker's data and logs.",
+    )
+
+    # --- Worker ------------------------------------------------------------------------------
+    app_id: str = Field("foresight", description="Faust app id = Kafka consumer group.")
+    store: str = Field("rocksdb://", description="Table store URL: rocksdb:// or memory://.")
+    data_dir: Path = Field(Path(".foresight"), description="Worker state (RocksDB) directory.")
+    registry: Path = Field(Path("registry"), description="Model registry directory.")
+    batch_size: int = Field(256, ge=1, le=8192, description="Max sequences per scoring batch.")
+    batch_max_wait_ms: float = Field(
+        20.0, ge=0, le=10_000, description="Max time the first event of a batch waits."
+    )
+    window_seconds: float = Field(
+        86_400.0, gt=0, description="Sequence time window: older events fall out."
+    )
+    max_sequence_length: int = Field(50, ge=2, le=512, description="Max events per sequence.")
+    inactivity_expiry_seconds: float = Field(
+        30 * 86_400.0, gt=0, description="Users idle this long are dropped from the table."
+    )
+    top_k: int = Field(10, ge=1, le=1000, description="Next items returned per prediction.")
+    risk_threshold: float = Field(0.8, ge=0, le=1, description="Risk above this raises an alert.")
+    surprise_threshold: float = Field(
+        0.98, ge=0, le=1, description="Normalised surprise above this raises an anomaly alert."
+    )
+    alert_cooldown_seconds: float = Field(
+        600.0, ge=0, description="Min time between two alerts of the same kind for one user."
+    )
+    trend_window_seconds: float = Field(300.0, gt=0, description="Width of a trend window.")
+    metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus port; 0 = off.")
+    web_port: int = Field(6066, ge=1, le=65535, description="Faust web port of the worker.")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_auth(self) -> Settings:
+        if self.security_protocol == "SASL_PLAINTEXT" and not self.dev_mode:
+            raise SettingsError(
+                "SASL over PLAINTEXT sends credentials unencrypted; use SASL_SSL, "
+                "or set FORESIGHT_DEV_MODE=1 for a local test cluster"
+            )
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise SettingsError("SASL needs FORESIGHT_SASL_USERNAME and FORESIGHT_SASL_PASSWORD")
+        return self
+
+    def topic(self, base: str) -> str:
+        """Full topic name for a base name of DESIGN.md."""
+        if base not in TOPIC_BASES:
+            raise KeyError(f"unknown topic {base!r}; known: {', '.join(TOPIC_BASES)}")
+        return f"{self.topic_prefix}{base}"
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """``host:port`` list for plain aiokafka clients."""
+        hosts = self.broker.split("://", 1)[-1]
+        return [h.strip() for h in hosts.replace(",", ";").split(";") if h.strip()]

@@ -1,0 +1,82 @@
+"""The local broker launcher and topic management, against the real broker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from schemas.kafka_security import aiokafka_kwargs
+from schemas.settings import TOPIC_BASES, Settings
+from workers.local_broker import LocalBroker, answers
+from workers.topics import create_topics, list_topics
+
+
+def test_broker_answers_metadata(kafka: LocalBroker) -> None:
+    assert kafka.pid() is not None
+    assert answers(kafka.bootstrap)
+
+
+def test_broker_start_is_idempotent(kafka: LocalBroker) -> None:
+    pid = kafka.pid()
+    assert kafka.start() == 0.0  # already running: returns at once
+    assert kafka.pid() == pid
+
+
+async def test_topics_created_idempotently_with_shapes(settings: Settings) -> None:
+    first = await create_topics(settings)
+    assert set(first.values()) == {"created"}
+    assert len(first) == len(TOPIC_BASES)
+    second = await create_topics(settings)
+    assert set(second.values()) == {"exists"}
+
+    listed = await list_topics(settings)
+    assert listed[settings.topic("events")] == settings.partitions
+    assert listed[settings.topic("models.control")] == 1
+
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
+    await admin.start()
+    try:
+        [resp] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, settings.topic("models.control"))]
+        )
+        configs = {entry[0]: entry[1] for entry in resp.resources[0][4]}
+        assert configs["cleanup.policy"] == "compact"
+    finally:
+        await admin.close()
+
+
+def test_cli_topics_create_and_list(settings: Settings) -> None:
+    env = {
+        **os.environ,
+        "FORESIGHT_BROKER": settings.broker,
+        "FORESIGHT_TOPIC_PREFIX": settings.topic_prefix,
+        "FORESIGHT_BROKER_PORT": str(settings.broker_port),
+    }
+    cli = [sys.executable, "-m", "workers.cli"]
+    created = subprocess.run([*cli, "topics", "create"], env=env, capture_output=True, text=True)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.count("created") == len(TOPIC_BASES)
+    listed = subprocess.run([*cli, "topics", "list"], env=env, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert f"{settings.topic('events')}" in listed.stdout
+    assert "missing" not in listed.stdout
+    status = subprocess.run([*cli, "broker", "status"], env=env, capture_output=True, text=True)
+    assert status.returncode == 0
+    assert status.stdout.strip() == f"127.0.0.1:{settings.broker_port}"
+
+
+def test_stop_leaves_no_orphan(tmp_path, kafka: LocalBroker) -> None:
+    """A second broker started and stopped by the launcher leaves no JVM behind."""
+    from tests.conftest import _free_port_pair
+
+    other = LocalBroker(port=_free_port_pair(), state_dir=tmp_path, jar_cache=kafka.jar_cache)
+    other.start()
+    pid = other.pid()
+    assert pid is not None and answers(other.bootstrap)
+    assert other.stop()
+    assert other.pid() is None
+    assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read()

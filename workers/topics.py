@@ -1,0 +1,86 @@
+"""Creates and lists the topics of DESIGN.md, idempotently, with the right shape.
+
+``models.control`` is compacted with one partition (its latest ``current`` record is the truth);
+every other topic gets the configured partition count, so parallelism is a setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from schemas.kafka_security import aiokafka_kwargs
+from schemas.settings import TOPIC_BASES, Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """The shape one topic must have."""
+
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic Foresight uses, with its partitions and config."""
+    specs = []
+    for base in TOPIC_BASES:
+        if base == "models.control":
+            specs.append(TopicSpec(settings.topic(base), 1, {"cleanup.policy": "compact"}))
+        else:
+            specs.append(TopicSpec(settings.topic(base), settings.partitions, {}))
+    return specs
+
+
+def _admin(settings: Settings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**aiokafka_kwargs(settings))
+
+
+async def create_topics(settings: Settings) -> dict[str, str]:
+    """Create missing topics; returns name → 'created' or 'exists'."""
+    admin = _admin(settings)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        outcome: dict[str, str] = {}
+        for spec in topic_specs(settings):
+            if spec.name in existing:
+                outcome[spec.name] = "exists"
+                continue
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        spec.name,
+                        spec.partitions,
+                        settings.replication_factor,
+                        topic_configs=spec.config,
+                    )
+                ]
+            )
+            code = response.topic_errors[0][1]  # (name, error_code, message)
+            if code == TopicAlreadyExistsError.errno:  # stale metadata or a concurrent creator
+                outcome[spec.name] = "exists"
+            elif code:
+                raise for_code(code)(f"creating {spec.name}: {response.topic_errors[0]}")
+            else:
+                outcome[spec.name] = "created"
+        return outcome
+    finally:
+        await admin.close()
+
+
+async def list_topics(settings: Settings) -> dict[str, int | None]:
+    """Foresight's topics → partition count (None when missing)."""
+    admin = _admin(settings)
+    await admin.start()
+    try:
+        names = [spec.name for spec in topic_specs(settings)]
+        present = set(await admin.list_topics())
+        described = await admin.describe_topics([n for n in names if n in present])
+        counts = {d["topic"]: len(d["partitions"]) for d in described}
+        return {name: counts.get(name) for name in names}
+    finally:
+        await admin.close()
