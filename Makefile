@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	@echo "==> setting up $(VENV) (Python packages; first time takes a few minutes: torch is large)"
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@test -x $(PY) || python3 -m uv venv --quiet $(VENV)
-	@VIRTUAL_ENV=$(VENV) python3 -m uv pip install -e '.[train,dev]'
+	@python3 -m uv pip install --python $(PY) -e '.[train,dev]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
 demo: setup
