@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 import click
 
@@ -98,6 +99,178 @@ def topics_list() -> None:
 
     for name, parts in asyncio.run(list_topics(_settings())).items():
         click.echo(f"{name:32} {'missing' if parts is None else f'{parts} partitions'}")
+
+
+# --- training and the registry ------------------------------------------------------------------
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"{text!r}: use e.g. 90s, 30m, 6h") from None
+
+
+@main.command()
+@click.option(
+    "--data",
+    "data_spec",
+    required=True,
+    help="ml100k:DIR | jsonl:FILE | csv:FILE | parquet:FILE | topic:NAME",
+)
+@click.option(
+    "--labels",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="JSONL of {event_id, fraud} labels for the risk head.",
+)
+@click.option(
+    "--registry",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Registry directory (default FORESIGHT_REGISTRY).",
+)
+@click.option("--epochs", type=int, default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-len", type=int, default=None, help="Events per sequence (default setting).")
+@click.option(
+    "--cold-start",
+    "cold_share",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Share of items hidden in the cold-start run; 0 skips it.",
+)
+@click.option("--every", default=None, help="Retrain on this schedule (e.g. 6h) until stopped.")
+@click.option(
+    "--promote/--no-promote",
+    default=True,
+    show_default=True,
+    help="Promote when the regression gate passes.",
+)
+@click.option("--users", type=int, default=None, help="Train on the first N users only.")
+def train(
+    data_spec, labels, registry, epochs, seed, max_len, cold_share, every, promote, users
+) -> None:
+    """Train, evaluate (EVAL_PROTOCOL.md), export ONNX, verify parity, register, gate, promote."""
+    import logging
+    import time
+
+    from models.data import load
+    from models.pipeline import refresh_once
+    from models.train import TrainConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    s = _settings()
+    registry = registry or s.registry
+    cfg = TrainConfig(
+        epochs=epochs, seed=seed, max_len=max_len or s.max_sequence_length, top_k=s.top_k
+    )
+    while True:
+        history = load(data_spec, s, labels)
+        if users:
+            keep = set(sorted({x.user_id for x in history.interactions}, key=_natural)[:users])
+            history.interactions = [x for x in history.interactions if x.user_id in keep]
+        out = refresh_once(
+            history,
+            registry,
+            cfg,
+            cold_share or None,
+            s if data_spec.startswith("topic:") or every else None,
+            promote,
+        )
+        _print_report(out["version"], out["report"], registry)
+        if not every:
+            return
+        click.echo(f"next refresh in {every}")
+        time.sleep(_duration(every))
+
+
+def _natural(key: str) -> tuple:
+    return (0, int(key), "") if key.isdigit() else (1, 0, key)
+
+
+def _print_report(version: str, report: dict, registry: Path) -> None:
+    m, b = report["metrics"], report["baselines"]
+    click.echo(f"\nversion {version} → {registry / version}")
+    click.echo(f"{'':14}{'HR@1':>8}{'HR@10':>8}{'HR@20':>8}{'NDCG@10':>9}")
+    click.echo(f"{'model':14}{m['hr@1']:8.4f}{m['hr@10']:8.4f}{m['hr@20']:8.4f}{m['ndcg@10']:9.4f}")
+    for name in ("markov", "most_popular"):
+        x = b[name]
+        click.echo(
+            f"{name:14}{x['hr@1']:8.4f}{x['hr@10']:8.4f}{x['hr@20']:8.4f}{x['ndcg@10']:9.4f}"
+        )
+    if "cold_start" in report:
+        c = report["cold_start"]
+        click.echo(
+            f"cold start ({c['users']} users): model HR@10 {c['hr@10']:.4f} NDCG@10 "
+            f"{c['ndcg@10']:.4f} | text-only HR@10 {c['text_baseline']['hr@10']:.4f} "
+            f"NDCG@10 {c['text_baseline']['ndcg@10']:.4f}"
+        )
+    g = report.get("gate", {})
+    click.echo(
+        f"gate: {g.get('reason')} (candidate {g.get('candidate')}, current "
+        f"{g.get('current')}) → {'promoted' if g.get('promoted') else 'not promoted'}"
+    )
+    click.echo(f"train time {report['train_seconds']}s")
+
+
+@main.group()
+def model() -> None:
+    """The model registry."""
+
+
+@model.command("list")
+def model_list() -> None:
+    """Every version with its test NDCG@10; * marks CURRENT."""
+    from models import registry as reg
+
+    s = _settings()
+    current = reg.current(s.registry)
+    for version in reg.versions(s.registry):
+        m = reg.manifest(s.registry, version)
+        click.echo(
+            f"{'*' if version == current else ' '} {version}  ndcg@10="
+            f"{m['metrics'].get('ndcg@10', float('nan')):.4f}  "
+            f"data={m['training_data']['source']}"
+        )
+
+
+@model.command("verify")
+@click.argument("version")
+def model_verify(version: str) -> None:
+    """Load VERSION exactly as the worker would: sha256, signature, golden batch."""
+    from models import registry as reg
+    from models.runtime import ModelRefused
+
+    try:
+        loaded = reg.verify(_settings().registry, version)
+    except ModelRefused as exc:
+        raise click.ClickException(f"{version} refused: {exc}") from None
+    click.echo(f"{version} ok (provider {loaded.provider})")
+
+
+@model.command("promote")
+@click.argument("version")
+@click.option(
+    "--announce/--no-announce",
+    default=True,
+    show_default=True,
+    help="Publish on models.control (needs a reachable broker).",
+)
+def model_promote(version: str, announce: bool) -> None:
+    """Verify VERSION, mark it CURRENT, announce it on models.control."""
+    from models import registry as reg
+    from models.runtime import ModelRefused
+
+    s = _settings()
+    try:
+        record = reg.promote(s.registry, version, s if announce else None)
+    except ModelRefused as exc:
+        raise click.ClickException(f"{version} refused: {exc}") from None
+    click.echo(
+        f"{version} is current ({record.sha256[:12]}…)"
+        + (f", announced on {s.topic('models.control')}" if announce else "")
+    )
 
 
 # --- demo ---------------------------------------------------------------------------------------

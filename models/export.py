@@ -1,0 +1,84 @@
+"""ONNX export of the serving model, with a torch-vs-onnxruntime parity check after every export.
+
+The graph is a single file (opset 17, dynamic batch and sequence axes) whose outputs are what
+the worker needs for the latest event: next-action probabilities, top-k items and scores (top-k
+inside the graph), risk and surprise. Parity above the tolerance fails the export loudly.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.network import SequenceTransformer, ServingModel
+from models.runtime import INPUTS, OUTPUTS
+
+log = logging.getLogger(__name__)
+OPSET = 17
+PARITY_TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """The exported graph disagrees with torch or is not a single self-contained file."""
+
+
+def export_onnx(net: SequenceTransformer, quantiles: np.ndarray, path: Path) -> ServingModel:
+    """Write ``model.onnx`` for ``net``; returns the torch serving module for the parity check."""
+    serving = ServingModel(net, torch.from_numpy(np.asarray(quantiles, dtype=np.float32))).eval()
+    example = tuple(torch.zeros((2, 4), dtype=torch.int64) + k for k in (3, 1, 0))
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
+    dynamic.update({name: {0: "batch"} for name in OUTPUTS})
+    buffer = io.BytesIO()
+    with torch.inference_mode():
+        torch.onnx.export(
+            serving,
+            example,
+            buffer,
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=True,
+        )
+    path.write_bytes(buffer.getvalue())
+    return serving
+
+
+def parity(serving: ServingModel, path: Path, batch: dict[str, np.ndarray]) -> float:
+    """Max |torch - onnxruntime| over the continuous outputs; top-k indices must agree too.
+
+    ``surprise`` is a calibrated step function (share of quantiles exceeded), so it may differ
+    by one quantile step where the raw value sits on a boundary; it is held to that step.
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = dict(zip(OUTPUTS, session.run(list(OUTPUTS), batch), strict=True))
+    with torch.inference_mode():
+        ref = dict(
+            zip(
+                OUTPUTS,
+                (t.numpy() for t in serving(*(torch.from_numpy(batch[name]) for name in INPUTS))),
+                strict=True,
+            )
+        )
+    worst = 0.0
+    for name in ("next_action", "top_scores", "risk"):
+        worst = max(worst, float(np.max(np.abs(got[name] - ref[name]))))
+    step = 1.0 / len(serving.quantiles) + 1e-6
+    if np.max(np.abs(got["surprise"] - ref["surprise"])) > step:
+        raise ExportError("surprise differs by more than one calibration step")
+    neighbours = np.abs(np.diff(ref["top_scores"], axis=1))  # score gaps within each top-k
+    for r, c in zip(*np.nonzero(got["top_items"] != ref["top_items"]), strict=True):
+        left = neighbours[r, c - 1] if c > 0 else np.inf
+        right = neighbours[r, c] if c < neighbours.shape[1] else np.inf
+        if min(left, right) > PARITY_TOLERANCE:  # a swap is only allowed between near-ties
+            raise ExportError(f"top-k item {c} of row {r} differs and is not a tie")
+    if worst > PARITY_TOLERANCE:
+        raise ExportError(f"ONNX parity {worst:.2e} exceeds {PARITY_TOLERANCE:.0e}")
+    return worst

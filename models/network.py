@@ -1,0 +1,168 @@
+"""The sequence Transformer: GPT-2 blocks from ``transformers`` over item, type, gap and position.
+
+Item representations fuse a learned ID embedding with a frozen, whitened MiniLM text embedding
+through a learned projection; the next-item head is tied to that table and trained with full
+softmax cross-entropy. Items never seen in training have no ID part, so they are ranked by
+their text alone (cold start); ID dropout during training teaches the model to do that well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from transformers import GPT2Config
+from transformers.models.gpt2.modeling_gpt2 import GPT2Block
+
+from models.features import N_GAP_BUCKETS
+from models.vocab import PAD
+
+NEG = -1e9
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Shape and regularisation of the network.
+
+    n_items: rows of the item table, reserved slots included.
+    n_types: rows of the event-type table, padding included.
+    hidden: width of every embedding and block (64 suits MovieLens-100K).
+    layers / heads: Transformer depth and attention heads.
+    dropout: on embeddings, attention and residuals.
+    max_positions: longest sequence the position table covers.
+    text_dim: width of the language-model item embeddings (384 for all-MiniLM-L6-v2).
+    id_dropout: share of items whose ID embedding is hidden in a training step (cold start).
+    top_k: items returned per prediction by the exported model.
+    """
+
+    n_items: int
+    n_types: int
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.2
+    max_positions: int = 200
+    text_dim: int = 384
+    id_dropout: float = 0.1
+    top_k: int = 10
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SequenceTransformer(nn.Module):
+    """Encodes a left-padded event sequence; heads for next item, next type and risk."""
+
+    def __init__(self, config: NetworkConfig, text: torch.Tensor, seen: torch.Tensor) -> None:
+        super().__init__()
+        self.config = config
+        d = config.hidden
+        self.register_buffer("text", text.float(), persistent=True)
+        self.register_buffer("seen", seen.float(), persistent=True)
+        self.item_id = nn.Embedding(config.n_items, d, padding_idx=PAD)
+        self.text_proj = nn.Linear(config.text_dim, d, bias=False)
+        self.type_emb = nn.Embedding(config.n_types, d, padding_idx=0)
+        self.gap_emb = nn.Embedding(N_GAP_BUCKETS, d)
+        self.pos_emb = nn.Embedding(config.max_positions, d)
+        self.drop = nn.Dropout(config.dropout)
+        gpt2 = GPT2Config(
+            n_embd=d,
+            n_layer=config.layers,
+            n_head=config.heads,
+            n_positions=config.max_positions,
+            resid_pdrop=config.dropout,
+            attn_pdrop=config.dropout,
+            embd_pdrop=config.dropout,
+            n_inner=4 * d,
+        )
+        gpt2._attn_implementation = "eager"  # plain matmuls: exports cleanly to ONNX
+        self.blocks = nn.ModuleList(GPT2Block(gpt2, layer_idx=i) for i in range(config.layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.type_head = nn.Linear(d, config.n_types)
+        self.risk_head = nn.Linear(d, 1)
+        for table in (self.item_id, self.type_emb, self.gap_emb, self.pos_emb):
+            nn.init.normal_(table.weight, std=0.02)  # as GPT-2: no table drowns the others
+        with torch.no_grad():
+            self.type_emb.weight[0].zero_()
+            self.item_id.weight[PAD].zero_()
+            self.risk_head.bias.fill_(-4.6)  # prior ≈ 1% until labels train it
+
+    def item_table(self, id_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """[n_items, d]: ID part (only for items seen in training) + projected text part."""
+        keep = self.seen if id_keep is None else self.seen * id_keep
+        return self.item_id.weight * keep.unsqueeze(1) + self.text_proj(self.text)
+
+    def encode(
+        self,
+        item_ids: torch.Tensor,
+        event_types: torch.Tensor,
+        time_gaps: torch.Tensor,
+        table: torch.Tensor,
+    ) -> torch.Tensor:
+        """Hidden states [B, T, d] under a causal mask that also hides left padding."""
+        valid = event_types != 0
+        length = item_ids.shape[1]
+        positions = torch.arange(length - 1, -1, -1, device=item_ids.device)
+        positions = positions.clamp(max=self.config.max_positions - 1)
+        x = table[item_ids] + self.type_emb(event_types) + self.gap_emb(time_gaps)
+        x = self.drop(x + self.pos_emb(positions).unsqueeze(0))
+        causal = torch.ones(length, length, device=x.device, dtype=torch.bool).tril()
+        allowed = causal.unsqueeze(0) & valid.unsqueeze(1)  # [B, query, key]
+        mask = (~allowed).to(x.dtype).unsqueeze(1) * NEG  # additive, finite: no NaN rows
+        for block in self.blocks:
+            x = block(x, attention_mask=mask)
+        return self.ln_f(x)
+
+    def forward(self, item_ids, event_types, time_gaps, id_keep=None):
+        """Training/eval outputs for every position: item logits, type logits, risk logits."""
+        table = self.item_table(id_keep)
+        h = self.encode(item_ids, event_types, time_gaps, table)
+        return h @ table.T, self.type_head(h), self.risk_head(h).squeeze(-1)
+
+
+class ServingModel(nn.Module):
+    """What the worker runs: outputs for the latest event of each sequence only.
+
+    next_action  [B, n_types-1]  probability of each event type next
+    top_items    [B, k] int64    item indices of the k most likely next items
+    top_scores   [B, k]          their probabilities
+    risk         [B]             supervised fraud probability
+    surprise     [B]             share of normal validation events less surprising than the
+                                 latest one (label-free anomaly score in [0, 1])
+    """
+
+    def __init__(self, net: SequenceTransformer, surprise_quantiles: torch.Tensor) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("quantiles", surprise_quantiles.float())
+        n_reserved = 3
+        blocked = torch.zeros(net.config.n_items)
+        blocked[:n_reserved] = NEG
+        self.register_buffer("blocked", blocked)
+
+    def forward(self, item_ids, event_types, time_gaps):
+        net = self.net
+        table = net.item_table()
+        h = net.encode(item_ids, event_types, time_gaps, table)
+        last, prev = h[:, -1], h[:, -2]
+        item_logp = torch.log_softmax(last @ table.T + self.blocked, dim=-1)
+        top_logp, top_items = torch.topk(item_logp, net.config.top_k, dim=-1)
+        next_action = torch.softmax(net.type_head(last)[:, 1:], dim=-1)
+        risk = torch.sigmoid(net.risk_head(last).squeeze(-1))
+
+        raw = surprise_raw(net, prev, table, self.blocked, item_ids[:, -1], event_types[:, -1])
+        calibrated = (raw.unsqueeze(1) > self.quantiles.unsqueeze(0)).float().mean(dim=1)
+        has_prefix = (event_types[:, -2] != 0).float()
+        return next_action, top_items, torch.exp(top_logp), risk, calibrated * has_prefix
+
+
+def surprise_raw(net, prev_h, table, blocked, last_item, last_type):
+    """Negative log-likelihood of the latest event (item and type) given what preceded it."""
+    item_logp = torch.log_softmax(prev_h @ table.T + blocked, dim=-1)
+    type_logp = torch.log_softmax(net.type_head(prev_h)[:, 1:], dim=-1)
+    nll_item = -item_logp.gather(1, last_item.unsqueeze(1)).squeeze(1)
+    nll_item = nll_item * (last_item >= 3).float()  # events without an item add nothing
+    type_index = (last_type - 1).clamp(min=0)
+    nll_type = -type_logp.gather(1, type_index.unsqueeze(1)).squeeze(1)
+    return nll_item + nll_type

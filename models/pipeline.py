@@ -1,0 +1,225 @@
+"""The trainer process end to end: data → fit → evaluate → export → parity → registry.
+
+Also the long-lived refresher: retrain on a schedule and promote only when the new version is
+not worse than the current one on the same validation split (the regression gate).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from models import registry
+from models.data import History
+from models.export import OPSET, export_onnx, parity
+from models.features import pad_batch
+from models.network import NetworkConfig, SequenceTransformer
+from models.runtime import INPUTS, OUTPUTS, sha256_file
+from models.train import (
+    Dataset,
+    TrainConfig,
+    baselines,
+    build_dataset,
+    cold_start,
+    evaluate,
+    fit,
+    surprise_quantiles,
+    train_config_dict,
+)
+from models.vocab import Vocab
+
+log = logging.getLogger(__name__)
+
+
+def _heldout_batch(data: Dataset, max_len: int, n: int = 64) -> dict[str, np.ndarray]:
+    cases = data.cases("test")[:n]
+    return pad_batch(
+        [c.input_items for c in cases],
+        [c.input_types for c in cases],
+        [c.input_ts for c in cases],
+        length=min(max_len, 20),
+    )
+
+
+def _plot(path: Path, curves: dict, report: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
+    ax1.plot(curves["loss"], label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_title("training loss")
+    ax2.plot(curves["val_ndcg@10"], label="NDCG@10")
+    ax2.plot(curves["val_hr@10"], label="HR@10")
+    ax2.axvline(report["best_epoch"] - 1, color="grey", linestyle=":", label="best epoch")
+    ax2.set_xlabel("epoch")
+    ax2.set_title("validation (full ranking)")
+    ax2.legend()
+    names = ["model", "markov", "most_popular"]
+    values = [report["metrics"]["ndcg@10"]] + [report["baselines"][b]["ndcg@10"] for b in names[1:]]
+    if "cold_start" in report:
+        names += ["cold: model", "cold: text"]
+        values += [
+            report["cold_start"]["ndcg@10"],
+            report["cold_start"]["text_baseline"]["ndcg@10"],
+        ]
+    ax3.bar(names, values, color=["C0", "C1", "C2", "C3", "C4"][: len(names)])
+    ax3.set_title("test NDCG@10")
+    ax3.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _io_spec(spec: dict[str, tuple[str, int]], names: dict[str, list[str]]) -> list[dict]:
+    return [{"name": n, "type": t, "shape": names[n]} for n, (t, _) in spec.items()]
+
+
+def train_and_register(
+    history: History,
+    registry_dir: Path,
+    cfg: TrainConfig,
+    cold_start_share: float | None = 0.1,
+    data: Dataset | None = None,
+) -> tuple[str, dict]:
+    """Train on ``history`` and publish a verified artifact; returns (version, report)."""
+    began = time.monotonic()
+    data = data or build_dataset(history)
+    test_cases = data.cases("test")
+    result = fit(data, cfg)
+    report: dict = {
+        "metrics": evaluate(result.net, test_cases, cfg.max_len),
+        "validation": evaluate(result.net, data.cases("val"), cfg.max_len),
+        "baselines": baselines(data, test_cases),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.curves["loss"]),
+        "seed": cfg.seed,
+        "data": {
+            "source": history.source,
+            "fingerprint": history.fingerprint,
+            "users": len(data.users),
+            "items": len(data.vocab.items),
+            "interactions": len(history.interactions),
+        },
+        "train_config": train_config_dict(cfg),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "torch_threads": torch.get_num_threads(),
+        },
+    }
+    if cold_start_share:
+        report["cold_start"] = cold_start(data, cfg, cold_start_share)
+    report["train_seconds"] = round(time.monotonic() - began, 1)
+
+    version = registry.new_version()
+    stage = registry.staging_dir(registry_dir, version)
+    quantiles = surprise_quantiles(result.net, data.cases("val"), cfg.max_len)
+    serving = export_onnx(result.net, quantiles, stage / "model.onnx")
+    diff = parity(serving, stage / "model.onnx", _heldout_batch(data, cfg.max_len))
+    save_file(
+        {k: v.contiguous() for k, v in result.net.state_dict().items()},
+        str(stage / "weights.safetensors"),
+    )
+    data.vocab.save(stage / "vocab.json")
+    registry.write_json(stage / "report.json", report)
+    _plot(stage / "report.png", result.curves, report)
+    labelled = any(not np.isnan(f) for u in data.users for f in u.fraud)
+    shapes = {n: ["batch", "sequence"] for n in INPUTS}
+    shapes.update(
+        next_action=["batch", data.vocab.n_types - 1],
+        top_items=["batch", cfg.top_k],
+        top_scores=["batch", cfg.top_k],
+        risk=["batch"],
+        surprise=["batch"],
+    )
+    manifest = {
+        "version": version,
+        "created": datetime.now(UTC).isoformat(),
+        "sha256": sha256_file(stage / "model.onnx"),
+        "opset": OPSET,
+        "inputs": _io_spec(INPUTS, shapes),
+        "outputs": _io_spec(OUTPUTS, shapes),
+        "vocab_hashes": data.vocab.hashes(),
+        "event_types": list(data.vocab.types),
+        "max_sequence_length": cfg.max_len,
+        "top_k": cfg.top_k,
+        "network": result.net.config.to_dict(),
+        "metrics": {**report["metrics"], "val_ndcg@10": report["validation"]["ndcg@10"]},
+        "thresholds": {"risk": 0.8, "surprise": 0.99},
+        "risk_head_trained": labelled,
+        "parity_max_abs_diff": diff,
+        "training_data": report["data"],
+    }
+    registry.write_json(stage / "manifest.json", manifest)
+    registry.publish(registry_dir, version, stage)
+    registry.verify(registry_dir, version)  # exactly what the worker will do
+    return version, report
+
+
+def load_network(directory: Path) -> tuple[SequenceTransformer, Vocab, dict]:
+    """A registry version's torch network (from safetensors) for the gate and the naive bench."""
+    manifest = registry.manifest(directory.parent, directory.name)
+    vocab = Vocab.load(directory / "vocab.json")
+    state = load_file(str(directory / "weights.safetensors"))
+    net = SequenceTransformer(NetworkConfig(**manifest["network"]), state["text"], state["seen"])
+    net.load_state_dict(state)
+    return net.eval(), vocab, manifest
+
+
+def _remap(data: Dataset, vocab: Vocab) -> Dataset:
+    """The same users and events indexed by another model's vocabulary."""
+    users = []
+    for u in data.users:
+        items = [vocab.item_index(data.vocab.item_id(i)) if i >= 3 else i for i in u.items]
+        users.append(replace(u, items=items))
+    return replace(data, vocab=vocab, users=users)
+
+
+def gate(registry_dir: Path, candidate: str, data: Dataset, max_len: int) -> dict:
+    """Compare the candidate with CURRENT on the candidate's validation split."""
+    current = registry.current(registry_dir)
+    new_net, new_vocab, _ = load_network(registry_dir / candidate)
+    new = evaluate(new_net, _remap(data, new_vocab).cases("val"), max_len)["ndcg@10"]
+    if current is None:
+        return {"promote": True, "candidate": new, "current": None, "reason": "no current model"}
+    old_net, old_vocab, _ = load_network(registry_dir / current)
+    old = evaluate(old_net, _remap(data, old_vocab).cases("val"), max_len)["ndcg@10"]
+    ok = new >= old - 1e-9
+    return {
+        "promote": ok,
+        "candidate": new,
+        "current": old,
+        "current_version": current,
+        "reason": "not worse than current" if ok else "worse than current on validation",
+    }
+
+
+def refresh_once(
+    history: History,
+    registry_dir: Path,
+    cfg: TrainConfig,
+    cold_start_share: float | None,
+    settings=None,
+    promote: bool = True,
+) -> dict:
+    """Train, gate against CURRENT, promote when not worse; the decision goes into the report."""
+    data = build_dataset(history)
+    version, report = train_and_register(history, registry_dir, cfg, cold_start_share, data)
+    decision = gate(registry_dir, version, data, cfg.max_len)
+    decision["promoted"] = bool(promote and decision["promote"])
+    if decision["promoted"]:
+        registry.promote(registry_dir, version, settings)
+    report["gate"] = decision
+    registry.write_json(registry_dir / version / "report.json", report)
+    log.info("gate for %s: %s", version, decision)
+    return {"version": version, "report": report}

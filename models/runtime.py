@@ -1,0 +1,173 @@
+"""Loads a registry artifact into onnxruntime, refusing anything that is not exactly right.
+
+Importable without torch (the worker image has none). Before a session exists the artifact's
+sha256, vocabulary hashes, single-file layout and operator domains are checked; after, the
+input/output signature and a golden batch with finite outputs. A refused model raises
+:class:`ModelRefused` with the reason, and the caller keeps serving what it had.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from models.vocab import Vocab
+
+log = logging.getLogger(__name__)
+
+#: The contract between trainer and worker: name → (ONNX type, rank).
+INPUTS = {
+    "item_ids": ("tensor(int64)", 2),
+    "event_types": ("tensor(int64)", 2),
+    "time_gaps": ("tensor(int64)", 2),
+}
+OUTPUTS = {
+    "next_action": ("tensor(float)", 2),
+    "top_items": ("tensor(int64)", 2),
+    "top_scores": ("tensor(float)", 2),
+    "risk": ("tensor(float)", 1),
+    "surprise": ("tensor(float)", 1),
+}
+ALLOWED_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+FORBIDDEN_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".joblib", ".bin", ".ckpt")
+
+
+class ModelRefused(RuntimeError):
+    """An artifact that must not serve; the message says why."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_graph(path: Path) -> None:
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelRefused(f"model.onnx does not parse: {exc}") from None
+    if any(uses_external_data(t) for t in model.graph.initializer):
+        raise ModelRefused("model.onnx keeps weights in external data files; single file only")
+    domains = {op.domain for op in model.opset_import} | {n.domain for n in model.graph.node}
+    custom = domains - ALLOWED_DOMAINS
+    if custom or model.functions:
+        raise ModelRefused(f"model.onnx uses custom operators or functions: {sorted(custom)}")
+
+
+def _signature(items) -> dict[str, tuple[str, int]]:
+    return {x.name: (x.type, len(x.shape)) for x in items}
+
+
+def golden_batch(vocab: Vocab, batch: int = 3, length: int = 5) -> dict[str, np.ndarray]:
+    """A small deterministic batch with padding, used to prove a model gives finite outputs."""
+    rng = np.random.default_rng(0)
+    items = rng.integers(3, max(4, vocab.n_items), size=(batch, length))
+    types = rng.integers(1, vocab.n_types, size=(batch, length))
+    gaps = rng.integers(0, 20, size=(batch, length))
+    items[0, :2] = types[0, :2] = gaps[0, :2] = 0
+    return {
+        "item_ids": items.astype(np.int64),
+        "event_types": types.astype(np.int64),
+        "time_gaps": gaps.astype(np.int64),
+    }
+
+
+def providers_available() -> list[str]:
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    return [p for p in PREFERRED_PROVIDERS if p in available]
+
+
+@dataclass
+class LoadedModel:
+    """A verified model ready to score: session, manifest, vocabulary."""
+
+    version: str
+    directory: Path
+    manifest: dict
+    vocab: Vocab
+    session: object
+    provider: str
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = list(OUTPUTS)
+        return dict(zip(names, self.session.run(names, inputs), strict=True))  # type: ignore[attr-defined]
+
+
+def _session(path: Path, threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    for provider in providers_available():
+        chain = (
+            [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+        )
+        try:
+            session = ort.InferenceSession(str(path), options, providers=chain)
+        except Exception as exc:  # e.g. CUDA libraries present but no GPU
+            log.info("provider %s unavailable: %s", provider, exc)
+            continue
+        if session.get_providers()[0] == provider:
+            return session, provider
+    raise ModelRefused("onnxruntime could not create a session on any provider")
+
+
+def load_artifact(directory: Path, threads: int | None = None) -> LoadedModel:
+    """Verify and load ``<registry>/<version>/``; raises :class:`ModelRefused`."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelRefused(f"{directory} is not a model directory")
+    for path in directory.iterdir():
+        if path.suffix in FORBIDDEN_SUFFIXES:
+            raise ModelRefused(f"{path.name}: pickled/torch weights are never loaded")
+    model_path, manifest_path, vocab_path = (
+        directory / n for n in ("model.onnx", "manifest.json", "vocab.json")
+    )
+    for path in (model_path, manifest_path, vocab_path):
+        if not path.is_file():
+            raise ModelRefused(f"missing {path.name}")
+    try:
+        manifest = orjson.loads(manifest_path.read_bytes())
+        vocab = Vocab.load(vocab_path)
+    except Exception as exc:
+        raise ModelRefused(f"unreadable manifest or vocab: {exc}") from None
+    actual = sha256_file(model_path)
+    if actual != manifest.get("sha256"):
+        raise ModelRefused(f"sha256 mismatch: manifest {manifest.get('sha256')}, file {actual}")
+    if vocab.hashes() != manifest.get("vocab_hashes"):
+        raise ModelRefused("vocab.json does not match the manifest's vocabulary hashes")
+    _check_graph(model_path)
+    for key, expected in (("inputs", INPUTS), ("outputs", OUTPUTS)):
+        declared = {x["name"]: (x["type"], len(x["shape"])) for x in manifest.get(key, [])}
+        if declared != expected:
+            raise ModelRefused(f"manifest {key} {declared} differ from the contract {expected}")
+    session, provider = _session(model_path, threads)
+    got_in, got_out = _signature(session.get_inputs()), _signature(session.get_outputs())
+    if got_in != INPUTS or got_out != OUTPUTS:
+        raise ModelRefused(f"signature mismatch: inputs {got_in}, outputs {got_out}")
+    loaded = LoadedModel(manifest["version"], directory, manifest, vocab, session, provider)
+    try:
+        outputs = loaded.run(golden_batch(vocab))
+    except Exception as exc:
+        raise ModelRefused(f"golden batch failed: {exc}") from None
+    for name, value in outputs.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ModelRefused(f"golden batch gave non-finite {name}")
+    log.info("model %s loaded on %s", loaded.version, provider)
+    return loaded

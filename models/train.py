@@ -1,0 +1,359 @@
+"""Training: sequences → Transformer with full softmax cross-entropy → early stopping → metrics.
+
+The split, metrics and baselines follow EVAL_PROTOCOL.md exactly: leave-last-out per user, full
+ranking over all items, the user's own input items excluded. Deterministic for a seed on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from models.data import History, user_sequences
+from models.evaluate import (
+    EvalCase,
+    markov,
+    metrics_from_ranks,
+    most_popular,
+    target_ranks,
+    text_only,
+)
+from models.features import pad_batch
+from models.network import NetworkConfig, SequenceTransformer, surprise_raw
+from models.text import item_text_table
+from models.vocab import NO_ITEM, SPECIAL_ITEMS, Vocab
+
+log = logging.getLogger(__name__)
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    epochs: upper bound; early stopping on validation NDCG@10 usually ends sooner.
+    patience: epochs without a better validation NDCG@10 before stopping.
+    max_len: most recent events per training window and per scored sequence.
+    """
+
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 15
+    seed: int = 0
+    max_len: int = 50
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.2
+    id_dropout: float = 0.1
+    top_k: int = 10
+    type_loss_weight: float = 0.5
+    progress: bool = True
+
+
+@dataclass
+class UserSeq:
+    """One user's sequence as vocabulary indices."""
+
+    user: str
+    items: list[int]
+    types: list[int]
+    ts: list[float]
+    fraud: list[float]  # 1 fraud, 0 legit, nan unknown
+
+
+@dataclass
+class Dataset:
+    """Everything training and evaluation need, derived once from a History."""
+
+    vocab: Vocab
+    users: list[UserSeq]
+    text_white: np.ndarray
+    text_raw: np.ndarray
+    history_source: str
+    fingerprint: str
+
+    def train_part(self, hidden: set[int] | None = None) -> list[UserSeq]:
+        """Each user's sequence without its last two events, hidden items removed."""
+        out = []
+        for u in self.users:
+            keep = [i for i in range(len(u.items) - 2) if not hidden or u.items[i] not in hidden]
+            if keep:
+                out.append(
+                    UserSeq(
+                        u.user,
+                        [u.items[i] for i in keep],
+                        [u.types[i] for i in keep],
+                        [u.ts[i] for i in keep],
+                        [u.fraud[i] for i in keep],
+                    )
+                )
+        return out
+
+    def cases(self, which: str) -> list[EvalCase]:
+        """Validation (target = second-last) or test (target = last) cases, item targets only."""
+        cut = 2 if which == "val" else 1
+        out = []
+        for u in self.users:
+            if len(u.items) < 3:
+                continue
+            end = len(u.items) - cut
+            if u.items[end] <= NO_ITEM:
+                continue
+            out.append(EvalCase(u.user, u.items[:end], u.types[:end], u.ts[:end], u.items[end]))
+        return out
+
+
+def _natural(key: str) -> tuple:
+    return (0, int(key), "") if key.isdigit() else (1, 0, key)
+
+
+def build_dataset(history: History) -> Dataset:
+    """Vocabulary, per-user index sequences and the item text tables."""
+    seqs = user_sequences(history.interactions)
+    vocab = Vocab.build(
+        [x.item_id for x in history.interactions if x.item_id is not None], history.item_text
+    )
+    users = []
+    for user in sorted(seqs, key=_natural):
+        s = seqs[user]
+        users.append(
+            UserSeq(
+                user,
+                [vocab.item_index(x.item_id) for x in s],
+                [vocab.type_index(x.type) for x in s],
+                [x.ts for x in s],
+                [float("nan") if x.fraud is None else float(x.fraud) for x in s],
+            )
+        )
+    item_text = {i: t for i, t in history.item_text.items() if i in set(vocab.items)}
+    vocab = Vocab(vocab.items, item_text, vocab.types)
+    white, raw = item_text_table(list(vocab.items), item_text, len(SPECIAL_ITEMS))
+    return Dataset(vocab, users, white, raw, history.source, history.fingerprint)
+
+
+def _windows(
+    train: list[UserSeq], max_len: int, rng: random.Random
+) -> list[tuple[UserSeq, int, int]]:
+    """(user, start, end) input windows: the most recent one, then older ones at a random
+    stride, so every training event is a target once per epoch."""
+    out = []
+    for u in train:
+        n = len(u.items)
+        if n < 2:
+            continue
+        end = n - 1
+        while end > 0:
+            out.append((u, max(0, end - max_len), end))
+            end -= rng.randint(max_len // 2, max_len)
+    return out
+
+
+def _window_batch(windows, max_len: int) -> dict[str, torch.Tensor]:
+    inputs = pad_batch(
+        [u.items[s:e] for u, s, e in windows],
+        [u.types[s:e] for u, s, e in windows],
+        [u.ts[s:e] for u, s, e in windows],
+        length=max_len,
+    )
+    batch = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    targets = np.full((len(windows), max_len, 3), np.nan)
+    for row, (u, s, e) in enumerate(windows):
+        n = e - s
+        targets[row, max_len - n :, 0] = [
+            i if i > NO_ITEM else IGNORE for i in u.items[s + 1 : e + 1]
+        ]
+        targets[row, max_len - n :, 1] = u.types[s + 1 : e + 1]
+        targets[row, max_len - n :, 2] = u.fraud[s + 1 : e + 1]
+    item_t = np.nan_to_num(targets[..., 0], nan=IGNORE).astype(np.int64)
+    type_t = np.nan_to_num(targets[..., 1], nan=IGNORE).astype(np.int64)
+    batch.update(
+        item_t=torch.from_numpy(item_t),
+        type_t=torch.from_numpy(type_t),
+        risk_t=torch.from_numpy(targets[..., 2].astype(np.float32)),
+    )
+    return batch
+
+
+def _case_batch(cases: list[EvalCase], max_len: int) -> dict[str, torch.Tensor]:
+    arrays = pad_batch(
+        [c.input_items for c in cases],
+        [c.input_types for c in cases],
+        [c.input_ts for c in cases],
+        length=max_len,
+    )
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+
+@torch.inference_mode()
+def score_cases(
+    net: SequenceTransformer, cases: list[EvalCase], max_len: int, batch_size: int = 512
+) -> np.ndarray:
+    """[cases, n_items] next-item scores after each case's input."""
+    net.eval()
+    out = []
+    for start in range(0, len(cases), batch_size):
+        b = _case_batch(cases[start : start + batch_size], max_len)
+        logits, _, _ = net(b["item_ids"], b["event_types"], b["time_gaps"])
+        out.append(logits[:, -1].numpy())
+    return np.concatenate(out) if out else np.zeros((0, net.config.n_items))
+
+
+@torch.inference_mode()
+def surprise_quantiles(net: SequenceTransformer, cases: list[EvalCase], max_len: int) -> np.ndarray:
+    """101 quantiles of the raw surprise of normal (validation) events: the calibration table."""
+    net.eval()
+    table = net.item_table()
+    blocked = torch.zeros(net.config.n_items)
+    blocked[: len(SPECIAL_ITEMS)] = -1e9
+    raws = []
+    for start in range(0, len(cases), 512):
+        chunk = cases[start : start + 512]
+        b = _case_batch(chunk, max_len)
+        h = net.encode(b["item_ids"], b["event_types"], b["time_gaps"], table)[:, -1]
+        target = torch.tensor([c.target for c in chunk])
+        types = torch.tensor([c.input_types[-1] for c in chunk])
+        raws.append(surprise_raw(net, h, table, blocked, target, types).numpy())
+    raw = np.concatenate(raws) if raws else np.zeros(1)
+    return np.quantile(raw, np.linspace(0.0, 1.0, 101)).astype(np.float32)
+
+
+def evaluate(net, cases, max_len) -> dict[str, float]:
+    return metrics_from_ranks(target_ranks(score_cases(net, cases, max_len), cases))
+
+
+@dataclass
+class TrainResult:
+    """A trained network and what happened while training it."""
+
+    net: SequenceTransformer
+    best_epoch: int
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+
+
+def fit(
+    data: Dataset, cfg: TrainConfig, hidden: set[int] | None = None, label: str = "train"
+) -> TrainResult:
+    """Train with early stopping on validation NDCG@10; returns the best epoch's network."""
+    seed_everything(cfg.seed)
+    rng = random.Random(cfg.seed)
+    train = data.train_part(hidden)
+    seen = torch.zeros(data.vocab.n_items)
+    for u in train:
+        seen[u.items] = 1.0
+    seen[: len(SPECIAL_ITEMS)] = 0.0
+    net_cfg = NetworkConfig(
+        n_items=data.vocab.n_items,
+        n_types=data.vocab.n_types,
+        hidden=cfg.hidden,
+        layers=cfg.layers,
+        heads=cfg.heads,
+        dropout=cfg.dropout,
+        max_positions=max(cfg.max_len, 64),
+        id_dropout=cfg.id_dropout,
+        top_k=cfg.top_k,
+    )
+    net = SequenceTransformer(net_cfg, torch.from_numpy(data.text_white), seen)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    val_cases = data.cases("val")
+    item_loss = nn.CrossEntropyLoss(ignore_index=IGNORE)
+    type_loss = nn.CrossEntropyLoss(ignore_index=IGNORE)
+    curves: dict[str, list[float]] = {"loss": [], "val_ndcg@10": [], "val_hr@10": []}
+    best, best_epoch, best_state, began = -1.0, 0, None, time.monotonic()
+    bar = tqdm(range(1, cfg.epochs + 1), desc=label, unit="epoch", disable=not cfg.progress)
+    for epoch in bar:
+        net.train()
+        windows = _windows(train, cfg.max_len, rng)
+        rng.shuffle(windows)
+        losses = []
+        for start in range(0, len(windows), cfg.batch_size):
+            b = _window_batch(windows[start : start + cfg.batch_size], cfg.max_len)
+            keep = (torch.rand(net_cfg.n_items) >= cfg.id_dropout).float()
+            item_logits, type_logits, risk_logits = net(
+                b["item_ids"], b["event_types"], b["time_gaps"], id_keep=keep
+            )
+            loss = item_loss(item_logits.flatten(0, 1), b["item_t"].flatten())
+            loss = loss + cfg.type_loss_weight * type_loss(
+                type_logits.flatten(0, 1), b["type_t"].flatten()
+            )
+            labelled = ~torch.isnan(b["risk_t"])
+            if labelled.any():
+                loss = loss + nn.functional.binary_cross_entropy_with_logits(
+                    risk_logits[labelled], b["risk_t"][labelled]
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        val = evaluate(net, val_cases, cfg.max_len)
+        curves["loss"].append(float(np.mean(losses)))
+        curves["val_ndcg@10"].append(val["ndcg@10"])
+        curves["val_hr@10"].append(val["hr@10"])
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_ndcg=f"{val['ndcg@10']:.4f}")
+        if val["ndcg@10"] > best:
+            best, best_epoch, best_state = val["ndcg@10"], epoch, copy.deepcopy(net.state_dict())
+        elif epoch - best_epoch >= cfg.patience:
+            break
+    bar.close()
+    assert best_state is not None
+    net.load_state_dict(best_state)
+    net.eval()
+    return TrainResult(net, best_epoch, curves, time.monotonic() - began)
+
+
+def baselines(data: Dataset, cases: list[EvalCase]) -> dict[str, dict]:
+    train_items = [[i for i in u.items if i > NO_ITEM] for u in data.train_part()]
+    return {
+        "most_popular": most_popular(train_items, cases, data.vocab.n_items),
+        "markov": markov(train_items, cases, data.vocab.n_items),
+    }
+
+
+def hidden_items(data: Dataset, share: float, seed: int) -> set[int]:
+    """A seeded random share of the item vocabulary, for the cold-start run."""
+    rng = random.Random(seed)
+    items = list(range(len(SPECIAL_ITEMS), data.vocab.n_items))
+    return set(rng.sample(items, round(share * len(items))))
+
+
+def cold_start(data: Dataset, cfg: TrainConfig, share: float) -> dict:
+    """EVAL_PROTOCOL item 7: hide items from training, score users whose test target is hidden."""
+    hidden = hidden_items(data, share, cfg.seed)
+    result = fit(data, cfg, hidden, label="cold-start")
+    cases = [c for c in data.cases("test") if c.target in hidden]
+    model = evaluate(result.net, cases, cfg.max_len)
+    text = text_only(data.text_raw, cases)
+    return {
+        "hidden_share": share,
+        "hidden_items": len(hidden),
+        "users": len(cases),
+        "hr@10": model["hr@10"],
+        "ndcg@10": model["ndcg@10"],
+        "text_baseline": {"hr@10": text["hr@10"], "ndcg@10": text["ndcg@10"]},
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(result.seconds, 1),
+    }
+
+
+def train_config_dict(cfg: TrainConfig) -> dict:
+    d = asdict(cfg)
+    d.pop("progress")
+    return d

@@ -1,0 +1,149 @@
+"""Export parity, and the runtime loader refusing anything not exactly right."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import orjson
+import pytest
+import torch
+
+from models import registry
+from models.export import export_onnx, parity
+from models.network import NetworkConfig, SequenceTransformer
+from models.runtime import OUTPUTS, ModelRefused, golden_batch, load_artifact, sha256_file
+from tests.helpers import tiny_model
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory) -> Path:
+    reg = tmp_path_factory.mktemp("registry")
+    return reg / tiny_model(reg)
+
+
+@pytest.fixture
+def copy(artifact: Path, tmp_path: Path) -> Path:
+    target = tmp_path / artifact.name
+    shutil.copytree(artifact, target)
+    return target
+
+
+def _rewrite_sha(directory: Path) -> None:
+    manifest = orjson.loads((directory / "manifest.json").read_bytes())
+    manifest["sha256"] = sha256_file(directory / "model.onnx")
+    (directory / "manifest.json").write_bytes(orjson.dumps(manifest))
+
+
+def test_export_parity_on_dynamic_shapes(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = NetworkConfig(n_items=40, n_types=13, hidden=32, layers=2, heads=2, top_k=7)
+    net = SequenceTransformer(cfg, torch.randn(40, 384) * 0.05, torch.ones(40)).eval()
+    serving = export_onnx(net, np.linspace(0, 12, 101), tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    for batch, length in ((1, 2), (7, 30), (64, 50)):
+        b = {
+            "item_ids": rng.integers(3, 40, (batch, length)),
+            "event_types": rng.integers(1, 13, (batch, length)),
+            "time_gaps": rng.integers(0, 32, (batch, length)),
+        }
+        b["item_ids"][0, : length // 2] = 0
+        b["event_types"][0, : length // 2] = 0
+        assert parity(serving, tmp_path / "m.onnx", b) <= 1e-4
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    assert model.opset_import[0].version >= 17
+
+
+def test_artifact_loads_and_scores(artifact: Path) -> None:
+    loaded = load_artifact(artifact)
+    manifest = orjson.loads((artifact / "manifest.json").read_bytes())
+    assert loaded.provider == "CPUExecutionProvider"
+    assert manifest["parity_max_abs_diff"] <= 1e-4
+    out = loaded.run(golden_batch(loaded.vocab, batch=4, length=6))
+    assert set(out) == set(OUTPUTS)
+    assert out["top_items"].shape == (4, manifest["top_k"])
+    assert {p.name for p in artifact.iterdir()} >= {
+        "model.onnx",
+        "manifest.json",
+        "vocab.json",
+        "report.json",
+        "report.png",
+    }
+
+
+def test_tampered_model_refused(copy: Path) -> None:
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelRefused, match="sha256"):
+        load_artifact(copy)
+
+
+def test_truncated_model_refused_even_with_matching_sha(copy: Path) -> None:
+    data = (copy / "model.onnx").read_bytes()
+    (copy / "model.onnx").write_bytes(data[: len(data) // 3])
+    _rewrite_sha(copy)
+    with pytest.raises(ModelRefused, match=r"parse|session|golden"):
+        load_artifact(copy)
+
+
+def test_wrong_signature_refused(copy: Path) -> None:
+    model = onnx.load(str(copy / "model.onnx"))
+    old = model.graph.output[3].name
+    model.graph.output[3].name = "fraud"
+    for node in model.graph.node:
+        node.output[:] = ["fraud" if o == old else o for o in node.output]
+    onnx.save(model, str(copy / "model.onnx"))
+    _rewrite_sha(copy)
+    with pytest.raises(ModelRefused, match="signature"):
+        load_artifact(copy)
+
+
+def test_manifest_declaring_other_outputs_refused(copy: Path) -> None:
+    manifest = orjson.loads((copy / "manifest.json").read_bytes())
+    manifest["outputs"] = manifest["outputs"][:-1]
+    (copy / "manifest.json").write_bytes(orjson.dumps(manifest))
+    with pytest.raises(ModelRefused, match="contract"):
+        load_artifact(copy)
+
+
+def test_pickle_refused(copy: Path) -> None:
+    (copy / "model.pt").write_bytes(b"not loaded")
+    with pytest.raises(ModelRefused, match="never loaded"):
+        load_artifact(copy)
+
+
+def test_external_data_refused(copy: Path) -> None:
+    model = onnx.load(str(copy / "model.onnx"))
+    onnx.save(
+        model,
+        str(copy / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.data",
+        size_threshold=0,
+    )
+    _rewrite_sha(copy)
+    with pytest.raises(ModelRefused, match="external"):
+        load_artifact(copy)
+
+
+def test_custom_op_refused(copy: Path) -> None:
+    model = onnx.load(str(copy / "model.onnx"))
+    model.graph.node[0].domain = "com.evil"
+    model.opset_import.append(onnx.helper.make_opsetid("com.evil", 1))
+    onnx.save(model, str(copy / "model.onnx"))
+    _rewrite_sha(copy)
+    with pytest.raises(ModelRefused, match="custom"):
+        load_artifact(copy)
+
+
+def test_promote_marks_current(copy: Path) -> None:
+    reg = copy.parent
+    assert registry.current(reg) is None
+    record = registry.promote(reg, copy.name)
+    assert registry.current(reg) == copy.name
+    assert record.sha256 == sha256_file(copy / "model.onnx")
+    assert registry.versions(reg) == [copy.name]
