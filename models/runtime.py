@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,10 +85,18 @@ def golden_batch(vocab: Vocab, batch: int = 3, length: int = 5) -> dict[str, np.
     }
 
 
+def gpu_present() -> bool:
+    """An NVIDIA device node or driver exists (onnxruntime-gpu lists its GPU providers even on
+    machines without one, and then fails noisily when asked to use them)."""
+    return os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version")
+
+
 def providers_available() -> list[str]:
     import onnxruntime as ort
 
     available = set(ort.get_available_providers())
+    if not gpu_present():
+        available &= {"CPUExecutionProvider"}
     return [p for p in PREFERRED_PROVIDERS if p in available]
 
 

@@ -17,7 +17,18 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 #: Base names of every topic in DESIGN.md; the real name is ``topic_prefix + base``.
-TOPIC_BASES = ("events", "events.dlq", "predictions", "alerts", "trends", "models.control")
+#: ``trends.partial`` and ``sequences.expire`` are internal to the worker (two-phase trend
+#: aggregation across workers; inactivity expiry routed to the partition that owns the user).
+TOPIC_BASES = (
+    "events",
+    "events.dlq",
+    "predictions",
+    "alerts",
+    "trends",
+    "models.control",
+    "trends.partial",
+    "sequences.expire",
+)
 
 
 class SettingsError(ValueError):
@@ -81,6 +92,10 @@ class Settings(BaseSettings):
         600.0, ge=0, description="Min time between two alerts of the same kind for one user."
     )
     trend_window_seconds: float = Field(300.0, gt=0, description="Width of a trend window.")
+    sweep_interval_seconds: float = Field(
+        60.0, gt=0, description="How often idle users are looked for and expired."
+    )
+    scoring_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads.")
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus port; 0 = off.")
     web_port: int = Field(6066, ge=1, le=65535, description="Faust web port of the worker.")
 

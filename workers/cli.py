@@ -101,6 +101,19 @@ def topics_list() -> None:
         click.echo(f"{name:32} {'missing' if parts is None else f'{parts} partitions'}")
 
 
+# --- worker -------------------------------------------------------------------------------------
+@main.command()
+@click.option("--loglevel", default="info", show_default=True)
+def worker(loglevel: str) -> None:
+    """Run one stream worker (start more for more partitions; they share one consumer group)."""
+    from workers.app import run_worker
+    from workers.topics import create_topics
+
+    s = _settings()
+    asyncio.run(create_topics(s))
+    run_worker(s, loglevel)
+
+
 # --- training and the registry ------------------------------------------------------------------
 def _duration(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -1,0 +1,353 @@
+"""The Faust app: consume events, keep per-user sequences, score in micro-batches, publish.
+
+Faust acks a message when an agent raises or a value fails to deserialize, so this agent reads
+raw bytes with manual acks: every message is either dead-lettered (and acked once the DLQ
+record is on the broker) or scored (and acked once its prediction is on the broker). Offsets
+are committed only up to the lowest unacked message, so a crash loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import faust
+import orjson
+from mode import Service
+
+from models import registry
+from models.runtime import ModelRefused
+from schemas.codec import InvalidRecord, decode_event
+from schemas.kafka_security import faust_credentials
+from schemas.records import Event
+from schemas.settings import Settings
+from workers import metrics
+from workers.batcher import MicroBatcher
+from workers.follower import ModelFollower, ModelHolder
+from workers.outputs import (
+    AlertPolicy,
+    TrendAccumulator,
+    TrendAggregator,
+    alert_record,
+    event_sentiment,
+)
+from workers.sequence import SeqEvent, UserSequence, seq_event
+
+log = logging.getLogger(__name__)
+MAX_IN_FLIGHT_BATCHES = 4
+
+
+@dataclass(slots=True)
+class Job:
+    """One valid event waiting to be scored, with the sequence it is scored on."""
+
+    event: faust.types.EventT
+    record: Event
+    prefix: list[SeqEvent]
+    produced_at: float
+
+
+def dlq_headers(message, stage: str, error: str) -> list[tuple[str, bytes]]:
+    """Connect-style headers that say where and why a message failed."""
+    return [
+        ("dlq.stage", stage.encode()),
+        ("dlq.error", error[:1000].encode()),
+        ("dlq.source.topic", message.topic.encode()),
+        ("dlq.source.partition", str(message.partition).encode()),
+        ("dlq.source.offset", str(message.offset).encode()),
+        ("dlq.ts", f"{time.time():.3f}".encode()),
+    ]
+
+
+class Foresight:
+    """The worker: a Faust app plus the scoring machinery around it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = s = settings
+        self.app = faust.App(
+            s.app_id,
+            broker=s.broker,
+            broker_credentials=faust_credentials(s),
+            store=s.store,
+            datadir=str(s.data_dir),
+            topic_partitions=s.partitions,
+            topic_replication_factor=s.replication_factor,
+            web_enabled=False,
+            autodiscover=False,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            broker_commit_interval=1.0,
+            stream_buffer_maxsize=4 * s.batch_size,
+            table_standby_replicas=1,
+        )
+        raw = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+        }
+        self.events_topic = self.app.topic(s.topic("events"), s.topic("sequences.expire"), **raw)
+        self.partial_topic = self.app.topic(s.topic("trends.partial"), **raw)
+        self.control_topic = s.topic("models.control")
+        self.sequences = self.app.Table(
+            "sequences", default=None, key_type=bytes, value_type=bytes, partitions=s.partitions
+        )
+        self.holder = ModelHolder()
+        self.follower = ModelFollower(s, self.holder)
+        self.alerts = AlertPolicy(s.risk_threshold, s.surprise_threshold, s.alert_cooldown_seconds)
+        self.trend_parts = TrendAccumulator(s.trend_window_seconds)
+        self.trends = TrendAggregator(s.trend_window_seconds)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
+        self.batcher: MicroBatcher[Job] = MicroBatcher(
+            self.score_batch, s.batch_size, s.batch_max_wait_ms
+        )
+        self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT_BATCHES)
+        self.newest_window = 0.0
+        self._acking: set[asyncio.Future] = set()
+        self._wire()
+
+    # --- wiring --------------------------------------------------------------------------------
+    def _wire(self) -> None:
+        app = self.app
+        app.agent(self.events_topic, name="ingest")(self.ingest)
+        app.agent(self.partial_topic, name="trends")(self.merge_trends)
+        app.timer(1.0)(self.flush_trends)
+        app.timer(self.settings.sweep_interval_seconds)(self.sweep)
+        app.timer(5.0)(self.report_lag)
+        app._extra_services.append(_Scoring(self))  # started and stopped with the app
+
+    async def start_scoring(self) -> None:
+        """Load the current model (models.control, else the registry's CURRENT), then batch."""
+        metrics.serve(self.settings.metrics_port)
+        await self.follower.start(self.load_initial())
+        self.batcher.start()
+
+    async def stop_scoring(self) -> None:
+        await self.batcher.stop()
+        await self.follower.stop()
+        self.executor.shutdown(wait=False)
+
+    def load_initial(self) -> Path | None:
+        version = registry.current(self.settings.registry)
+        return self.settings.registry / version if version else None
+
+    # --- the hot path --------------------------------------------------------------------------
+    async def ingest(self, stream) -> None:
+        expire_topic = self.settings.topic("sequences.expire")
+        async for event in stream.noack().events():
+            message = event.message
+            if message.topic == expire_topic:
+                self._expire(message.key)
+                event.ack()
+                continue
+            metrics.EVENTS_IN.inc()
+            try:
+                record = decode_event(event.value)
+            except InvalidRecord as exc:
+                await self.dead_letter(message, exc.stage, str(exc))
+                event.ack()
+                continue
+            key = record.user_id.encode()
+            seq = UserSequence.from_bytes(self.sequences.get(key))
+            current = seq_event(record)
+            seq.insert(current, self.settings.window_seconds, self.settings.max_sequence_length)
+            seq.updated_at = time.time()
+            self.sequences[key] = seq.to_bytes()
+            prefix = seq.upto(record.event_id) or [current]  # older than the window: alone
+            await self.batcher.submit(Job(event, record, prefix, message.timestamp or 0.0))
+
+    async def dead_letter(self, message, stage: str, error: str) -> None:
+        """One DLQ record per failed message: original key and bytes, reason in headers."""
+        metrics.DLQ.labels(stage).inc()
+        fut = await self.app.producer.send(
+            self.settings.topic("events.dlq"),
+            message.key,
+            message.value,
+            None,
+            None,
+            dlq_headers(message, stage, error),
+        )
+        await fut
+
+    async def score_batch(self, jobs: list[Job]) -> None:
+        """Score one batch off the event loop, publish, and ack once the broker has it all."""
+        scorer = await self.holder.wait()  # read once: a swap lands between batches only
+        metrics.BATCH_SIZE.observe(len(jobs))
+        began = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        try:
+            scores = await loop.run_in_executor(
+                self.executor, scorer.score, [j.prefix for j in jobs]
+            )
+        except Exception as exc:  # a model that fails at run time: dead-letter, keep going
+            log.exception("scoring failed")
+            for j in jobs:
+                await self.dead_letter(j.event.message, "score", f"{type(exc).__name__}: {exc}")
+                j.event.ack()
+            return
+        metrics.INFERENCE.observe(time.perf_counter() - began)
+        await self.in_flight.acquire()
+        try:
+            futures = await self.publish(jobs, scores, scorer.version, scorer.event_types)
+        except Exception:
+            self.in_flight.release()
+            raise
+        task = asyncio.ensure_future(self._ack_when_delivered(jobs, futures))
+        self._acking.add(task)
+        task.add_done_callback(self._acking.discard)
+
+    async def publish(self, jobs: list[Job], scores, version: str, types) -> list:
+        s, send = self.settings, self.app.producer.send
+        predictions, alerts = s.topic("predictions"), s.topic("alerts")
+        futures = []
+        now = time.time()
+        next_action = scores.next_action.tolist()
+        top_scores = scores.top_scores.tolist()
+        risk, surprise = scores.risk.tolist(), scores.surprise.tolist()
+        for i, job in enumerate(jobs):
+            r = job.record
+            latency_ms = max(0.0, now * 1000.0 - job.produced_at) if job.produced_at else 0.0
+            value = orjson.dumps(
+                {
+                    "event_id": r.event_id,
+                    "user_id": r.user_id,
+                    "model_version": version,
+                    "ts": r.ts,
+                    "next_action": dict(zip(types, next_action[i], strict=True)),
+                    "top_items": [
+                        {"item_id": item, "score": sc}
+                        for item, sc in zip(scores.top_items[i], top_scores[i], strict=True)
+                    ],
+                    "risk": risk[i],
+                    "surprise": surprise[i],
+                    "sequence_length": len(job.prefix),
+                    "latency_ms": latency_ms,
+                }
+            )
+            key = job.event.message.key
+            futures.append(await send(predictions, key, value, None, None, None))
+            metrics.END_TO_END.observe(latency_ms / 1000.0)
+            for kind, score, threshold in self.alerts.decide(r.user_id, risk[i], surprise[i], now):
+                metrics.ALERTS.labels(kind).inc()
+                alert = alert_record(
+                    kind, score, threshold, r.user_id, r.event_id, job.prefix[-5:], version, now
+                )
+                futures.append(await send(alerts, key, orjson.dumps(alert), None, None, None))
+            self.trend_parts.add(
+                r.item_id, _category(r), r.type.value, r.ts, event_sentiment(r.rating, r.text)
+            )
+        return futures
+
+    async def _ack_when_delivered(self, jobs: list[Job], futures: list) -> None:
+        try:
+            await asyncio.gather(*futures)
+        except Exception:
+            log.exception("publishing failed: these events stay unacked and will be redelivered")
+            return
+        finally:
+            self.in_flight.release()
+        for j in jobs:
+            j.event.ack()
+        metrics.SCORED.inc(len(jobs))
+
+    # --- trends ----------------------------------------------------------------------------------
+    async def flush_trends(self) -> None:
+        for partial in self.trend_parts.drain():
+            await self.app.producer.send(
+                self.settings.topic("trends.partial"),
+                partial["k"].encode(),
+                orjson.dumps(partial),
+                None,
+                None,
+                None,
+            )
+
+    async def merge_trends(self, stream) -> None:
+        async for raw in stream:
+            partial = orjson.loads(raw)
+            self.newest_window = max(self.newest_window, partial["w"])
+            for trend in self.trends.add(partial):
+                await self._send_trend(trend)
+
+    async def _send_trend(self, trend: dict) -> None:
+        await self.app.producer.send(
+            self.settings.topic("trends"),
+            trend["key"].encode(),
+            orjson.dumps(trend),
+            None,
+            None,
+            None,
+        )
+
+    # --- housekeeping ----------------------------------------------------------------------------
+    async def sweep(self) -> None:
+        """Find users idle longer than the inactivity limit and route their expiry to the
+        partition that owns them (tables change only inside that partition's stream)."""
+        cutoff = time.time() - self.settings.inactivity_expiry_seconds
+        count = 0
+        for key, value in list(self.sequences.items()):
+            count += 1
+            if UserSequence.from_bytes(value).updated_at < cutoff:
+                await self.app.producer.send(
+                    self.settings.topic("sequences.expire"), key, b"", None, None, None
+                )
+        metrics.USERS.set(count)
+        self.alerts.prune(time.time())
+        for trend in self.trends.flush(self.newest_window):
+            await self._send_trend(trend)
+
+    def _expire(self, key: bytes) -> None:
+        value = self.sequences.get(key)
+        cutoff = time.time() - self.settings.inactivity_expiry_seconds
+        if value is not None and UserSequence.from_bytes(value).updated_at < cutoff:
+            del self.sequences[key]
+
+    async def report_lag(self) -> None:
+        consumer = self.app.consumer
+        for tp in consumer.assignment():
+            if tp.topic != self.settings.topic("events"):
+                continue
+            highwater = consumer.highwater(tp)
+            position = await consumer.position(tp)
+            if highwater is not None and position is not None:
+                metrics.LAG.labels(str(tp.partition)).set(max(0, highwater - position))
+
+
+class _Scoring(Service):
+    """Ties the model follower and the batcher to the Faust app's lifecycle."""
+
+    def __init__(self, owner: Foresight) -> None:
+        super().__init__()
+        self.owner = owner
+
+    async def on_start(self) -> None:
+        await self.owner.start_scoring()
+
+    async def on_stop(self) -> None:
+        await self.owner.stop_scoring()
+
+
+def _category(record: Event) -> str | None:
+    value = record.attrs.get("category")
+    return str(value) if value is not None else None
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Run one worker process until it is stopped (SIGTERM/SIGINT)."""
+    from faust.worker import Worker
+
+    worker_app = Foresight(settings)
+    if worker_app.load_initial() is None:
+        log.warning(
+            "registry %s has no CURRENT model; waiting for one on %s",
+            settings.registry,
+            settings.topic("models.control"),
+        )
+    Worker(worker_app.app, loglevel=loglevel).execute_from_commandline()
+
+
+__all__ = ["Foresight", "ModelRefused", "run_worker"]

@@ -1,0 +1,143 @@
+"""Hot reload: follow ``models.control`` and swap in verified models between batches.
+
+Every worker must see every announcement, so this is a plain consumer outside the consumer
+group. A candidate is loaded and verified in a thread (sha256 against the announcement and the
+manifest, signature, golden batch); only a model that passes replaces the current one, with a
+single reference assignment that the batcher reads once per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from models.runtime import ModelRefused, sha256_file
+from schemas.codec import InvalidRecord, decode
+from schemas.kafka_security import aiokafka_kwargs
+from schemas.records import ModelAnnouncement
+from schemas.settings import Settings
+from workers import metrics
+from workers.scoring import OnnxScorer, Scorer
+
+log = logging.getLogger(__name__)
+
+
+class ModelHolder:
+    """The scorer in service; waits until there is one."""
+
+    def __init__(self) -> None:
+        self._scorer: Scorer | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def scorer(self) -> Scorer:
+        if self._scorer is None:
+            raise RuntimeError("no model loaded yet")
+        return self._scorer
+
+    async def wait(self) -> Scorer:
+        await self._ready.wait()
+        return self.scorer
+
+    def swap(self, scorer: Scorer) -> None:
+        previous = self._scorer.version if self._scorer else None
+        self._scorer = scorer
+        self._ready.set()
+        metrics.MODEL.clear()
+        metrics.MODEL.labels(scorer.version).set(1)
+        log.info("serving model %s (was %s)", scorer.version, previous)
+
+
+def _path(uri: str) -> Path:
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("file", ""):
+        raise ModelRefused(f"unsupported model URI scheme {parsed.scheme!r}")
+    return Path(unquote(parsed.path))
+
+
+class ModelFollower:
+    """Reads the latest announcement at start, then follows new ones."""
+
+    def __init__(self, settings: Settings, holder: ModelHolder) -> None:
+        self.settings = settings
+        self.holder = holder
+        self.topic = settings.topic("models.control")
+        self.consumer: AIOKafkaConsumer | None = None
+        self.task: asyncio.Task | None = None
+        self.refusals: list[str] = []
+
+    def _load(self, directory: Path, expected_sha: str | None) -> Scorer:
+        model = directory / "model.onnx"
+        if expected_sha is not None and model.is_file() and sha256_file(model) != expected_sha:
+            raise ModelRefused("model.onnx does not match the announced sha256")
+        return OnnxScorer.from_directory(
+            directory, self.settings.max_sequence_length, self.settings.scoring_threads
+        )
+
+    async def try_adopt(self, directory: Path, expected_sha: str | None, why: str) -> bool:
+        """Load and verify off the event loop; swap only on success."""
+        loop = asyncio.get_running_loop()
+        try:
+            scorer = await loop.run_in_executor(None, self._load, directory, expected_sha)
+        except (ModelRefused, OSError, ValueError) as exc:
+            metrics.MODEL_REFUSED.inc()
+            self.refusals.append(f"{directory.name}: {exc}")
+            log.error(
+                "refused model %s (%s): %s; keeping %s",
+                directory,
+                why,
+                exc,
+                self.holder._scorer.version if self.holder._scorer else "none",
+            )
+            return False
+        self.holder.swap(scorer)
+        return True
+
+    async def _adopt_record(self, raw: bytes | None) -> bool:
+        try:
+            record = decode(ModelAnnouncement, raw or b"")
+            directory = _path(record.uri)
+        except (InvalidRecord, ModelRefused) as exc:
+            metrics.MODEL_REFUSED.inc()
+            self.refusals.append(f"announcement: {exc}")
+            log.error("ignoring bad announcement on %s: %s", self.topic, exc)
+            return False
+        if self.holder._scorer is not None and self.holder._scorer.version == record.version:
+            return True
+        return await self.try_adopt(directory, record.sha256, f"announced {record.version}")
+
+    async def start(self, fallback: Path | None) -> None:
+        self.consumer = AIOKafkaConsumer(
+            **aiokafka_kwargs(self.settings), group_id=None, enable_auto_commit=False
+        )
+        await self.consumer.start()
+        tp = TopicPartition(self.topic, 0)
+        self.consumer.assign([tp])
+        end = (await self.consumer.end_offsets([tp]))[tp]
+        adopted = False
+        if end > 0:
+            self.consumer.seek(tp, end - 1)
+            batch = await self.consumer.getmany(tp, timeout_ms=5000)
+            for record in batch.get(tp, [])[-1:]:
+                adopted = await self._adopt_record(record.value)
+        if not adopted and fallback is not None:
+            await self.try_adopt(fallback, None, "registry CURRENT")
+        self.task = asyncio.get_running_loop().create_task(self._follow(), name="model-follower")
+
+    async def _follow(self) -> None:
+        assert self.consumer is not None
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=1000)
+            for records in batch.values():
+                if records:
+                    await self._adopt_record(records[-1].value)
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+        if self.consumer:
+            await self.consumer.stop()

@@ -1,0 +1,48 @@
+"""Prometheus metrics of the worker (one registry per process, served over HTTP)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry()
+
+EVENTS_IN = Counter("foresight_events_in_total", "Events consumed", registry=REGISTRY)
+SCORED = Counter("foresight_events_scored_total", "Events scored and published", registry=REGISTRY)
+DLQ = Counter("foresight_dlq_total", "Dead-lettered events by stage", ["stage"], registry=REGISTRY)
+ALERTS = Counter("foresight_alerts_total", "Alerts published by kind", ["kind"], registry=REGISTRY)
+BATCH_SIZE = Histogram(
+    "foresight_batch_size",
+    "Sequences per scoring batch",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+    registry=REGISTRY,
+)
+INFERENCE = Histogram(
+    "foresight_inference_seconds",
+    "Model time per batch",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1),
+    registry=REGISTRY,
+)
+END_TO_END = Histogram(
+    "foresight_end_to_end_seconds",
+    "Event produced → prediction sent",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+LAG = Gauge(
+    "foresight_consumer_lag", "Records behind the high watermark", ["partition"], registry=REGISTRY
+)
+MODEL = Gauge(
+    "foresight_model_info", "Serving model version (value 1)", ["version"], registry=REGISTRY
+)
+MODEL_REFUSED = Counter(
+    "foresight_model_refused_total", "Announced models refused", registry=REGISTRY
+)
+USERS = Gauge(
+    "foresight_users_in_table", "Users held in this worker's sequence table", registry=REGISTRY
+)
+
+
+def serve(port: int) -> None:
+    """Expose /metrics on ``port`` (0 = off)."""
+    if port:
+        start_http_server(port, registry=REGISTRY)
