@@ -7,7 +7,6 @@ Every source becomes the same thing: a list of :class:`Interaction` in source or
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
 import logging
 from collections import defaultdict
@@ -16,7 +15,8 @@ from pathlib import Path
 
 import orjson
 
-from schemas.codec import InvalidRecord, decode_event, validate
+from schemas.codec import InvalidRecord, decode_event
+from schemas.files import read_event_file
 from schemas.records import Event
 
 log = logging.getLogger(__name__)
@@ -125,48 +125,6 @@ def _from_events(
             if text:
                 item_text[e.item_id] = text
     return interactions, item_text
-
-
-def read_event_file(path: Path) -> tuple[list[Event], int]:
-    """Events from JSONL, CSV or Parquet in the Event schema; returns (valid, invalid count)."""
-    rows: list[dict]
-    if path.suffix in (".jsonl", ".json", ".ndjson"):
-        events, bad = [], 0
-        with open(path, "rb") as fh:
-            for line in fh:
-                if line.strip():
-                    try:
-                        events.append(decode_event(line))
-                    except InvalidRecord:
-                        bad += 1
-        return events, bad
-    if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = [{k: v for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(fh)]
-        for r in rows:  # CSV has no types: numbers come back as numbers
-            for key in ("price", "rating", "ts"):
-                if key in r:
-                    try:
-                        r[key] = float(r[key])
-                    except ValueError:
-                        pass
-            if "quantity" in r:
-                r["quantity"] = int(r["quantity"])
-    elif path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = [
-            {k: v for k, v in r.items() if v is not None} for r in pq.read_table(path).to_pylist()
-        ]
-    else:
-        raise ValueError(f"unknown event file type {path.suffix!r} (jsonl, csv or parquet)")
-    events, bad = [], 0
-    for r in rows:
-        try:
-            events.append(validate(Event, r))
-        except InvalidRecord:
-            bad += 1
-    return events, bad
 
 
 def load_event_file(path: Path, labels: Path | None = None) -> History:

@@ -1,77 +1,16 @@
-"""Real worker processes and real topic I/O for the integration tests."""
+"""Real topic I/O for the integration tests (worker processes come from workers.processes)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas.kafka_security import aiokafka_kwargs
 from schemas.settings import Settings
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def settings_env(settings: Settings, **extra: object) -> dict[str, str]:
-    """The FORESIGHT_* environment that reproduces ``settings`` in a child process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FORESIGHT_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"FORESIGHT_{name.upper()}"] = str(value)
-    env.update({f"FORESIGHT_{k.upper()}": str(v) for k, v in extra.items()})
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class WorkerProcess:
-    """``foresight worker`` as a child process, with its log in a file."""
-
-    def __init__(self, settings: Settings, log: Path, **extra: object) -> None:
-        self.env = settings_env(settings, **extra)
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> WorkerProcess:
-        handle = open(self.log, "ab")  # the child keeps it; closed when it exits
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "--loglevel", "warning"],
-            cwd=REPO,
-            env=self.env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self, n: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+from workers.processes import WorkerProcess
 
 
 async def produce(

@@ -286,6 +286,136 @@ def model_promote(version: str, announce: bool) -> None:
     )
 
 
+# --- traffic ------------------------------------------------------------------------------------
+@main.command()
+@click.option("--events", "n", type=int, default=10_000, show_default=True)
+@click.option("--users", type=int, default=2_000, show_default=True)
+@click.option("--items", type=int, default=500, show_default=True)
+@click.option(
+    "--fraud-rate",
+    type=float,
+    default=0.02,
+    show_default=True,
+    help="Share of user visits that follow a fraud pattern.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write JSONL here (default: produce to the events topic).",
+)
+@click.option(
+    "--labels",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write per-event fraud labels (JSONL) here.",
+)
+def generate(n, users, items, fraud_rate, seed, out, labels) -> None:
+    """Synthetic e-commerce events with labelled fraud, deterministic by seed."""
+    import orjson
+
+    from workers.generator import Generator
+    from workers.replay import replay
+
+    pairs = list(Generator(users, items, fraud_rate, seed).events(n))
+    if labels:
+        with open(labels, "wb") as fh:
+            for e, pattern in pairs:
+                fh.write(
+                    orjson.dumps(
+                        {
+                            "event_id": e["event_id"],
+                            "fraud": pattern is not None,
+                            "pattern": pattern,
+                        }
+                    )
+                    + b"\n"
+                )
+    if out:
+        with open(out, "wb") as fh:
+            for e, _ in pairs:
+                fh.write(orjson.dumps(e) + b"\n")
+        click.echo(f"wrote {len(pairs)} events to {out}")
+    else:
+        stats = asyncio.run(replay(_settings(), [e for e, _ in pairs], len(pairs)))
+        click.echo(f"produced {stats.sent} events in {stats.seconds:.1f}s")
+    frauds = sum(p is not None for _, p in pairs)
+    click.echo(f"{frauds} fraud events ({frauds / max(len(pairs), 1):.1%})")
+
+
+@main.command("replay")
+@click.option(
+    "--source", required=True, help="ml100k:DIR | jsonl:FILE | csv:FILE | parquet:FILE | synthetic"
+)
+@click.option("--limit", type=int, default=None, help="At most this many events.")
+@click.option("--rate", type=float, default=None, help="Target events per second.")
+@click.option(
+    "--speedup",
+    type=float,
+    default=None,
+    help="Replay at event-time speed times this factor (e.g. 86400: a day per second).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def replay_command(source, limit, rate, speedup, seed) -> None:
+    """Produce events from a dataset, a file or the generator to the events topic."""
+    from workers.replay import replay, source_events
+
+    events, total = source_events(source, limit, seed)
+    stats = asyncio.run(replay(_settings(), events, total, rate, speedup))
+    click.echo(f"replayed {stats.sent} events in {stats.seconds:.1f}s ({stats.rate:.0f} ev/s)")
+
+
+# --- bench --------------------------------------------------------------------------------------
+@main.command()
+@click.option("--events", "n", type=int, default=50_000, show_default=True)
+@click.option(
+    "--naive-events",
+    type=int,
+    default=5_000,
+    show_default=True,
+    help="Events for the (slow) naive run.",
+)
+@click.option("--latency-seconds", type=float, default=15.0, show_default=True)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=Path("bench-results/bench.json"),
+    show_default=True,
+)
+def bench(n, naive_events, latency_seconds, json_path) -> None:
+    """raw consume vs full pipeline vs naive per-event scoring, on the real broker."""
+    import orjson
+
+    from workers.bench import markdown, run_bench
+
+    s = _settings()
+    _ensure_local_broker(s)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    result = asyncio.run(run_bench(s, n, json_path.parent, naive_events, latency_seconds))
+    json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    table = markdown(result)
+    json_path.with_suffix(".md").write_text(table)
+    click.echo(table)
+    click.echo(f"wrote {json_path} and {json_path.with_suffix('.md')}")
+
+
+def _ensure_local_broker(s: Settings) -> None:
+    """Start the local broker when FORESIGHT_BROKER points at it (not at a real cluster)."""
+    from workers.local_broker import BrokerError
+
+    if s.bootstrap_servers != [f"127.0.0.1:{s.broker_port}"]:
+        return
+    b = _local_broker()
+    try:
+        took = b.start()
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+    if took:
+        click.echo(f"==> started the local broker at {b.bootstrap} in {took:.1f}s")
+
+
 # --- demo ---------------------------------------------------------------------------------------
 @main.command()
 def demo() -> None:

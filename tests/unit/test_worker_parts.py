@@ -1,0 +1,151 @@
+"""The worker's pure parts: sequence state, micro-batcher, alert policy, trends, generator."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas import decode_event
+from workers.batcher import MicroBatcher
+from workers.generator import Generator
+from workers.outputs import (
+    AlertPolicy,
+    TrendAccumulator,
+    TrendAggregator,
+    event_sentiment,
+    text_sentiment,
+)
+from workers.sequence import SeqEvent, UserSequence
+
+
+def ev(i: int, ts: float, item: str | None = "i", etype: str = "view") -> SeqEvent:
+    return SeqEvent(ts, etype, f"e{i}", item, None)
+
+
+def test_insert_keeps_time_order_and_dedups() -> None:
+    seq = UserSequence()
+    assert seq.insert(ev(1, 10.0), 100, 50)
+    assert seq.insert(ev(2, 30.0), 100, 50)
+    assert seq.insert(ev(3, 20.0), 100, 50)  # late: lands in the middle
+    assert not seq.insert(ev(2, 30.0), 100, 50)  # redelivered: not appended twice
+    assert [e.event_id for e in seq.events] == ["e1", "e3", "e2"]
+    assert [e.event_id for e in seq.upto("e3")] == ["e1", "e3"]
+
+
+def test_window_and_length_bounds() -> None:
+    seq = UserSequence()
+    for i in range(10):
+        seq.insert(ev(i, float(i * 10)), window_seconds=35, max_length=50)
+    assert [e.event_id for e in seq.events] == ["e6", "e7", "e8", "e9"]  # within 35 s of e9
+    seq = UserSequence()
+    for i in range(10):
+        seq.insert(ev(i, float(i)), window_seconds=1e9, max_length=3)
+    assert [e.event_id for e in seq.events] == ["e7", "e8", "e9"]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(1e9, 2e9),
+            st.sampled_from(["view", "purchase", "login"]),
+            st.text(min_size=1, max_size=20),
+            st.none() | st.text(max_size=40),
+            st.none() | st.floats(0, 1e6, width=32),
+        ),
+        max_size=30,
+    ),
+    st.floats(0, 2e9),
+)
+def test_binary_encoding_round_trips(rows, updated_at) -> None:
+    seq = UserSequence([SeqEvent(*r) for r in rows], updated_at)
+    assert UserSequence.from_bytes(seq.to_bytes()) == seq
+
+
+def test_encoding_is_compact() -> None:
+    seq = UserSequence(
+        [SeqEvent(1.7e9 + i, "view", f"evt-{i:06d}", f"item-{i}", None) for i in range(50)]
+    )
+    as_json = orjson.dumps([e._asdict() for e in seq.events])
+    assert len(seq.to_bytes()) < len(as_json) / 2
+
+
+async def test_batcher_fills_under_load_and_flushes_when_idle() -> None:
+    batches: list[list[int]] = []
+
+    async def handle(batch: list[int]) -> None:
+        batches.append(batch)
+
+    batcher = MicroBatcher(handle, max_size=8, max_wait_ms=30)
+    for i in range(20):
+        await batcher.submit(i)
+    batcher.start()
+    await asyncio.sleep(0.1)
+    await batcher.submit(99)  # a lone event when idle waits at most max_wait
+    await asyncio.sleep(0.1)
+    await batcher.stop()
+    assert [len(b) for b in batches] == [8, 8, 4, 1]
+    assert [x for b in batches for x in b] == [*range(20), 99]
+
+
+def test_alert_policy_thresholds_and_cooldown() -> None:
+    policy = AlertPolicy(risk_threshold=0.8, surprise_threshold=0.99, cooldown=60)
+    assert policy.decide("u", 0.5, 0.5, now=0) == []
+    assert [k for k, *_ in policy.decide("u", 0.9, 0.995, now=1)] == ["fraud_risk", "anomaly"]
+    assert policy.decide("u", 0.95, 0.999, now=30) == []  # cooling down
+    assert [k for k, *_ in policy.decide("v", 0.9, 0.1, now=30)] == ["fraud_risk"]
+    assert [k for k, *_ in policy.decide("u", 0.9, 0.1, now=62)] == ["fraud_risk"]
+
+
+def test_sentiment() -> None:
+    assert text_sentiment("Great product, love it") == 1.0
+    assert text_sentiment("broken and terrible") == -1.0
+    assert text_sentiment("it is a lamp") is None
+    assert event_sentiment(5, None) == 1.0
+    assert event_sentiment(1, "love it") == 0.0
+
+
+def test_two_phase_trends_merge_partials_from_several_workers() -> None:
+    worker_a, worker_b = TrendAccumulator(60), TrendAccumulator(60)
+    for i in range(6):
+        worker_a.add("p1", "toys", "view", 1000.0 + i, None)
+    worker_b.add("p1", "toys", "purchase", 1010.0, 1.0)
+    agg = TrendAggregator(60)
+    out = []
+    for partial in worker_a.drain() + worker_b.drain():
+        out += agg.add(partial)
+    assert out == []  # window still open
+    late = TrendAccumulator(60)
+    late.add("p1", "toys", "view", 1200.0, None)  # two windows later: the first one closes
+    for partial in late.drain():
+        out += agg.add(partial)
+    item = next(t for t in out if t["key"] == "item:p1")
+    assert item["volume"] == 7 and item["engagement"]["purchase"] == 1
+    assert item["conversion"] == pytest.approx(1 / 6)
+    assert item["sentiment_mean"] == 1.0
+    assert item["window_start"] == 960.0 and item["window_end"] == 1020.0
+    assert agg.flush(watermark=1200.0 + 180) != []  # the rest closes on the watermark
+
+
+def test_zscore_flags_a_spike() -> None:
+    agg = TrendAggregator(10)
+    out = []
+    for window, volume in enumerate([5, 6, 5, 6, 5, 60, 5]):
+        out += agg.add({"k": "item:x", "w": window * 10.0, "v": volume, "c": {}, "s": 0, "n": 0})
+    out += agg.flush(watermark=1000.0)
+    assert [t["volume"] for t in out] == [5, 6, 5, 6, 5, 60, 5]
+    spike = next(t for t in out if t["volume"] == 60)
+    assert spike["zscore"] > 3 and spike["volume_change"] > 50
+
+
+def test_generator_is_deterministic_valid_and_labelled() -> None:
+    a = list(Generator(seed=3).events(3000))
+    b = list(Generator(seed=3).events(3000))
+    assert a == b and len(a) == 3000
+    for event, _ in a:
+        decode_event(orjson.dumps(event))
+    patterns = {p for _, p in Generator(seed=3, fraud_rate=0.2).events(3000)}
+    assert patterns >= {None, "account_takeover", "card_testing", "scraping"}
