@@ -123,7 +123,7 @@ def train_and_register(
 
     version = registry.new_version()
     stage = registry.staging_dir(registry_dir, version)
-    quantiles = surprise_quantiles(result.net, data.cases("val"), cfg.max_len)
+    quantiles = surprise_quantiles(result.net, data, cfg.max_len)
     serving = export_onnx(result.net, quantiles, stage / "model.onnx")
     diff = parity(serving, stage / "model.onnx", _heldout_batch(data, cfg.max_len))
     save_file(

@@ -210,22 +210,34 @@ def score_cases(
 
 
 @torch.inference_mode()
-def surprise_quantiles(net: SequenceTransformer, cases: list[EvalCase], max_len: int) -> np.ndarray:
-    """101 quantiles of the raw surprise of normal (validation) events: the calibration table."""
+def surprise_quantiles(net: SequenceTransformer, data: Dataset, max_len: int) -> np.ndarray:
+    """1001 quantiles of the raw surprise of normal held-out events: the calibration table.
+
+    Every validation event counts (with or without an item), scored exactly as in serving:
+    the event's item and type under the model's prediction from the events before it.
+    """
     net.eval()
     table = net.item_table()
     blocked = torch.zeros(net.config.n_items)
     blocked[: len(SPECIAL_ITEMS)] = -1e9
+    rows = [
+        (u.items[:-2], u.types[:-2], u.ts[:-2], u.items[-2], u.types[-2])
+        for u in data.users
+        if len(u.items) >= 3 and u.fraud[-2] != 1.0
+    ]
     raws = []
-    for start in range(0, len(cases), 512):
-        chunk = cases[start : start + 512]
-        b = _case_batch(chunk, max_len)
+    for start in range(0, len(rows), 512):
+        chunk = rows[start : start + 512]
+        arrays = pad_batch(
+            [r[0] for r in chunk], [r[1] for r in chunk], [r[2] for r in chunk], length=max_len
+        )
+        b = {k: torch.from_numpy(v) for k, v in arrays.items()}
         h = net.encode(b["item_ids"], b["event_types"], b["time_gaps"], table)[:, -1]
-        target = torch.tensor([c.target for c in chunk])
-        types = torch.tensor([c.input_types[-1] for c in chunk])
-        raws.append(surprise_raw(net, h, table, blocked, target, types).numpy())
+        items = torch.tensor([r[3] for r in chunk])
+        types = torch.tensor([r[4] for r in chunk])
+        raws.append(surprise_raw(net, h, table, blocked, items, types).numpy())
     raw = np.concatenate(raws) if raws else np.zeros(1)
-    return np.quantile(raw, np.linspace(0.0, 1.0, 101)).astype(np.float32)
+    return np.quantile(raw, np.linspace(0.0, 1.0, 1001)).astype(np.float32)
 
 
 def evaluate(net, cases, max_len) -> dict[str, float]:
@@ -273,6 +285,9 @@ def fit(
     )
     net = SequenceTransformer(net_cfg, torch.from_numpy(data.text_white), seen)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Items absent from the training data are no one's negatives: nothing is known of them.
+    unseen_mask = (1.0 - seen) * -1e9
+    unseen_mask[: len(SPECIAL_ITEMS)] = -1e9
     val_cases = data.cases("val")
     item_loss = nn.CrossEntropyLoss(ignore_index=IGNORE)
     type_loss = nn.CrossEntropyLoss(ignore_index=IGNORE)
@@ -290,7 +305,7 @@ def fit(
             item_logits, type_logits, risk_logits = net(
                 b["item_ids"], b["event_types"], b["time_gaps"], id_keep=keep
             )
-            loss = item_loss(item_logits.flatten(0, 1), b["item_t"].flatten())
+            loss = item_loss((item_logits + unseen_mask).flatten(0, 1), b["item_t"].flatten())
             loss = loss + cfg.type_loss_weight * type_loss(
                 type_logits.flatten(0, 1), b["type_t"].flatten()
             )

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         description="Cache for Kafka jars and the local broker's data and logs.",
     )
 
+    ml100k_path: Path = Field(
+        Path("../shared/data/ml-100k"),
+        description="A MovieLens-100K copy for the demo (never inside the repo; optional).",
+    )
+
     # --- Worker ------------------------------------------------------------------------------
     app_id: str = Field("foresight", description="Faust app id = Kafka consumer group.")
     store: str = Field("rocksdb://", description="Table store URL: rocksdb:// or memory://.")
@@ -86,7 +91,11 @@ class Settings(BaseSettings):
     top_k: int = Field(10, ge=1, le=1000, description="Next items returned per prediction.")
     risk_threshold: float = Field(0.8, ge=0, le=1, description="Risk above this raises an alert.")
     surprise_threshold: float = Field(
-        0.98, ge=0, le=1, description="Normalised surprise above this raises an anomaly alert."
+        0.995,
+        ge=0,
+        le=1,
+        description="Anomaly alert above this calibrated surprise (the share of normal "
+        "held-out events that were less surprising).",
     )
     alert_cooldown_seconds: float = Field(
         600.0, ge=0, description="Min time between two alerts of the same kind for one user."

@@ -33,13 +33,10 @@ def broker() -> None:
     """The local single-node Apache Kafka used for development, tests, demo and bench."""
 
 
-def _local_broker():
-    from workers.local_broker import LocalBroker
+def _local_broker(s: Settings | None = None):
+    from workers.local_broker import for_settings
 
-    s = _settings()
-    return LocalBroker(
-        port=s.broker_port, state_dir=s.home / f"broker-{s.broker_port}", jar_cache=s.home
-    )
+    return for_settings(s or _settings())
 
 
 @broker.command("start")
@@ -391,9 +388,13 @@ def bench(n, naive_events, latency_seconds, json_path) -> None:
     from workers.bench import markdown, run_bench
 
     s = _settings()
-    _ensure_local_broker(s)
+    started = _ensure_local_broker(s)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    result = asyncio.run(run_bench(s, n, json_path.parent, naive_events, latency_seconds))
+    try:
+        result = asyncio.run(run_bench(s, n, json_path.parent, naive_events, latency_seconds))
+    finally:
+        if started is not None:
+            started.stop()
     json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     table = markdown(result)
     json_path.with_suffix(".md").write_text(table)
@@ -401,39 +402,53 @@ def bench(n, naive_events, latency_seconds, json_path) -> None:
     click.echo(f"wrote {json_path} and {json_path.with_suffix('.md')}")
 
 
-def _ensure_local_broker(s: Settings) -> None:
-    """Start the local broker when FORESIGHT_BROKER points at it (not at a real cluster)."""
-    from workers.local_broker import BrokerError
+def _ensure_local_broker(s: Settings):
+    from workers.local_broker import BrokerError, ensure_running
 
-    if s.bootstrap_servers != [f"127.0.0.1:{s.broker_port}"]:
-        return
-    b = _local_broker()
     try:
-        took = b.start()
+        return ensure_running(s)
     except BrokerError as exc:
         raise click.ClickException(str(exc)) from None
-    if took:
-        click.echo(f"==> started the local broker at {b.bootstrap} in {took:.1f}s")
 
 
 # --- demo ---------------------------------------------------------------------------------------
 @main.command()
-def demo() -> None:
-    """The main job end to end on this machine: local broker (unless FORESIGHT_BROKER points at
-    another cluster), topics, then the pipeline stages that exist."""
-    from workers.local_broker import BrokerError
-    from workers.topics import create_topics
+@click.option(
+    "--events",
+    "n",
+    type=int,
+    default=30_000,
+    show_default=True,
+    help="Events to replay before the demo ends (Ctrl-C ends it sooner).",
+)
+@click.option("--rate", type=float, default=1_500, show_default=True, help="Events per second.")
+@click.option(
+    "--epochs",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Epochs for the quick first model when the registry is empty.",
+)
+@click.option("--live/--no-live", default=True, show_default=True, help="Live terminal view.")
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), default=Path(".foresight/demo"), show_default=True
+)
+def demo(n, rate, epochs, live, workdir) -> None:
+    """The main job end to end: broker, topics, model, worker, live traffic, summary."""
+    import orjson
+
+    from workers.demo import run_demo
 
     s = _settings()
-    if s.bootstrap_servers == [f"127.0.0.1:{s.broker_port}"]:
-        b = _local_broker()
-        try:
-            took = b.start()
-        except BrokerError as exc:
-            raise click.ClickException(str(exc)) from None
-        click.echo(f"==> broker at {b.bootstrap} (ready in {took:.1f}s)")
-    for name, outcome in asyncio.run(create_topics(s)).items():
-        click.echo(f"==> topic {name}: {outcome}")
+    ml = s.ml100k_path if (s.ml100k_path / "u.data").exists() else None
+    click.echo(f"==> MovieLens-100K: {ml or 'not found (synthetic traffic only)'}")
+    result = run_demo(s, n, rate, ml, epochs, live, workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "summary.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    click.echo("\nsummary")
+    for key, value in result.items():
+        click.echo(f"  {key:18} {value}")
+    click.echo(f"(also in {workdir / 'summary.json'})")
 
 
 if __name__ == "__main__":

@@ -208,7 +208,7 @@ class LocalBroker:
     def start(self, timeout: float = 90.0) -> float:
         """Start (or find running) and wait until it answers; returns the seconds it took."""
         began = time.monotonic()
-        if self.pid() is not None and answers(self.bootstrap):
+        if answers(self.bootstrap):  # ours from an earlier call, or someone else's: use it
             return 0.0
         lib = fetch_jars(self.jar_cache)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -270,3 +270,25 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def for_settings(settings) -> LocalBroker:
+    """The local broker that ``settings`` describe (port, cache and state under ``home``)."""
+    return LocalBroker(port=settings.broker_port,
+                       state_dir=settings.home / f"broker-{settings.broker_port}",
+                       jar_cache=settings.home)
+
+
+def ensure_running(settings) -> LocalBroker | None:
+    """Start the local broker when FORESIGHT_BROKER points at it (not at a real cluster).
+
+    Returns the broker when this call started it (the caller stops it), else None.
+    """
+    if settings.bootstrap_servers != [f"127.0.0.1:{settings.broker_port}"]:
+        return None
+    broker = for_settings(settings)
+    took = broker.start()
+    if took:
+        _say(f"started the local broker at {broker.bootstrap} in {took:.1f}s")
+        return broker
+    return None

@@ -1,0 +1,59 @@
+"""The main job and the benchmark, end to end on the real broker, in reduced form."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from models import registry
+from schemas.settings import Settings
+from tests.conftest import _free_port_pair
+from tests.helpers import synthetic_history, tiny_config
+from workers.bench import markdown, run_bench
+from workers.demo import run_demo
+
+
+def _children_of(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text().split()
+            except OSError:
+                continue
+            if int(stat[3]) == pid and stat[2] != "Z":
+                out.append(int(entry))
+    return out
+
+
+def test_demo_runs_end_to_end_and_stops_what_it_started(settings: Settings,
+                                                          tmp_path: Path) -> None:
+    s = settings.model_copy(update={"metrics_port": _free_port_pair()})
+    before = set(_children_of(os.getpid()))
+    result = run_demo(s, events=1_500, rate=1_000, ml100k=None, epochs=2, live=False,
+                      workdir=tmp_path)
+    assert registry.current(s.registry) is not None  # it trained a first model
+    assert result["events_scored"] == 1_500
+    assert result["alerts"] > 0 and result["fraud_users"] > 0
+    assert result["trends"] >= 0 and result["latency_ms"]["p50"] > 0
+    assert set(_children_of(os.getpid())) <= before  # the worker it started is gone
+
+
+def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
+    from models.pipeline import train_and_register
+
+    version, _ = train_and_register(synthetic_history(), settings.registry, tiny_config(),
+                                    cold_start_share=None)
+    registry.mark_current(settings.registry, version)
+    result = asyncio.run(run_bench(settings, 600, tmp_path, naive_events=200,
+                                   latency_seconds=1.0))
+    assert result["raw"]["events_per_s"] > 0
+    assert result["pipeline"]["events_per_s"] > 0
+    assert set(result["pipeline"]["latency_ms"]) == {"p50", "p95", "p99"}
+    assert result["naive"]["events_per_s"] > 0
+    assert set(result["ratios"]) == {"pipeline_vs_raw", "pipeline_vs_naive"}
+    assert set(result["inference"]["sequences_per_s"]) == {"1", "32", "256", "1024"}
+    assert result["pipeline"]["peak_rss_mb"] > 0
+    assert result["machine"]["cores"] >= 1
+    assert "| pipeline (1 worker) |" in markdown(result)
