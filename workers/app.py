@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from workers.sequence import SeqEvent, UserSequence, seq_event
 
 log = logging.getLogger(__name__)
 MAX_IN_FLIGHT_BATCHES = 4
+DECODE_CACHE_USERS = 50_000
 
 
 @dataclass(slots=True)
@@ -108,6 +110,7 @@ class Foresight:
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT_BATCHES)
         self.newest_window = 0.0
         self._acking: set[asyncio.Future] = set()
+        self._decoded: OrderedDict[bytes, tuple[bytes, UserSequence]] = OrderedDict()
         self._wire()
 
     # --- wiring --------------------------------------------------------------------------------
@@ -152,13 +155,31 @@ class Foresight:
                 event.ack()
                 continue
             key = record.user_id.encode()
-            seq = UserSequence.from_bytes(self.sequences.get(key))
+            seq = self._sequence(key)
             current = seq_event(record)
             seq.insert(current, self.settings.window_seconds, self.settings.max_sequence_length)
             seq.updated_at = time.time()
-            self.sequences[key] = seq.to_bytes()
+            value = seq.to_bytes()
+            self.sequences[key] = value
+            self._remember(key, value, seq)
             prefix = seq.upto(record.event_id) or [current]  # older than the window: alone
             await self.batcher.submit(Job(event, record, prefix, message.timestamp or 0.0))
+
+    def _sequence(self, key: bytes) -> UserSequence:
+        """The user's sequence: decoded from the table, or reused from the decode cache when
+        the table still holds exactly the bytes we decoded last time."""
+        stored = self.sequences.get(key)
+        cached = self._decoded.get(key)
+        if cached is not None and stored is not None and cached[0] == stored:
+            self._decoded.move_to_end(key)
+            return cached[1]
+        return UserSequence.from_bytes(stored)
+
+    def _remember(self, key: bytes, value: bytes, seq: UserSequence) -> None:
+        self._decoded[key] = (value, seq)
+        self._decoded.move_to_end(key)
+        if len(self._decoded) > DECODE_CACHE_USERS:
+            self._decoded.popitem(last=False)
 
     async def dead_letter(self, message, stage: str, error: str) -> None:
         """One DLQ record per failed message: original key and bytes, reason in headers."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -18,7 +18,7 @@ from schemas.records import Event
 
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<BdH")  # version, updated_at, count
-_EVENT = struct.Struct("<dBfBB")  # ts, type, price, len(event_id), len(item_id)
+_EVENT = struct.Struct("<dBdBB")  # ts, type, price, len(event_id), len(item_id)
 _TYPE_CODE = {name: i for i, name in enumerate(EVENT_TYPES)}
 
 
@@ -32,12 +32,29 @@ class SeqEvent(NamedTuple):
     price: float | None
 
 
+def _encode(e: SeqEvent) -> bytes:
+    eid = e.event_id.encode()
+    iid = e.item_id.encode() if e.item_id is not None else b""
+    price = math.nan if e.price is None else e.price
+    n_iid = len(iid) if e.item_id is not None else 255
+    return _EVENT.pack(e.ts, _TYPE_CODE[e.type], price, len(eid), n_iid) + eid + iid
+
+
 @dataclass
 class UserSequence:
-    """A user's recent events, oldest first."""
+    """A user's recent events, oldest first.
+
+    Each event's encoded bytes are kept beside it, so re-encoding after an insert is a join,
+    not a re-pack of the whole sequence (this runs once per event on the hot path).
+    """
 
     events: list[SeqEvent] = field(default_factory=list)
     updated_at: float = 0.0
+    chunks: list[bytes] = field(default_factory=list, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.chunks) != len(self.events):
+            self.chunks = [_encode(e) for e in self.events]
 
     def insert(self, event: SeqEvent, window_seconds: float, max_length: int) -> bool:
         """Insert in time order (late events too); False when the event_id is already present.
@@ -49,36 +66,25 @@ class UserSequence:
             return False
         position = bisect_right([e.ts for e in self.events], event.ts)
         self.events.insert(position, event)
+        self.chunks.insert(position, _encode(event))
         horizon = self.events[-1].ts - window_seconds
-        keep = [e for e in self.events if e.ts >= horizon]
-        self.events = keep[-max_length:]
+        first = bisect_left([e.ts for e in self.events], horizon)
+        first = max(first, len(self.events) - max_length)
+        if first > 0:
+            del self.events[:first]
+            del self.chunks[:first]
         return True
 
     def upto(self, event_id: str) -> list[SeqEvent]:
         """The prefix ending with ``event_id`` (what was known when that event happened)."""
-        for i, e in enumerate(self.events):
-            if e.event_id == event_id:
+        for i in range(len(self.events) - 1, -1, -1):
+            if self.events[i].event_id == event_id:
                 return self.events[: i + 1]
         return []
 
     def to_bytes(self) -> bytes:
-        parts = [_HEADER.pack(FORMAT_VERSION, self.updated_at, len(self.events))]
-        for e in self.events:
-            eid = e.event_id.encode()
-            iid = e.item_id.encode() if e.item_id is not None else b""
-            price = math.nan if e.price is None else e.price
-            parts.append(
-                _EVENT.pack(
-                    e.ts,
-                    _TYPE_CODE[e.type],
-                    price,
-                    len(eid),
-                    len(iid) if e.item_id is not None else 255,
-                )
-            )
-            parts.append(eid)
-            parts.append(iid)
-        return b"".join(parts)
+        return _HEADER.pack(FORMAT_VERSION, self.updated_at, len(self.events)) + b"".join(
+            self.chunks)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> UserSequence:
@@ -87,8 +93,9 @@ class UserSequence:
         version, updated_at, count = _HEADER.unpack_from(raw, 0)
         if version != FORMAT_VERSION:
             raise ValueError(f"sequence format {version} unknown")
-        offset, events = _HEADER.size, []
+        offset, events, chunks = _HEADER.size, [], []
         for _ in range(count):
+            start = offset
             ts, code, price, n_eid, n_iid = _EVENT.unpack_from(raw, offset)
             offset += _EVENT.size
             eid = raw[offset : offset + n_eid].decode()
@@ -97,10 +104,10 @@ class UserSequence:
             if n_iid != 255:
                 item = raw[offset : offset + n_iid].decode()
                 offset += n_iid
-            events.append(
-                SeqEvent(ts, EVENT_TYPES[code], eid, item, None if math.isnan(price) else price)
-            )
-        return cls(events, updated_at)
+            events.append(SeqEvent(ts, EVENT_TYPES[code], eid, item,
+                                   None if math.isnan(price) else price))
+            chunks.append(raw[start:offset])
+        return cls(events, updated_at, chunks)
 
 
 def seq_event(event: Event) -> SeqEvent:
