@@ -20,7 +20,10 @@ demo: setup
 	$(VENV)/bin/foresight demo
 
 test: setup
-	@echo "==> tests: unit, then integration against a real Kafka broker (started by the tests)"
+	@echo "==> lint (ruff), types (mypy), JSON Schemas, then the tests (the broker is started by them)"
+	$(VENV)/bin/ruff check schemas workers models tests
+	$(VENV)/bin/ruff format --check schemas workers models tests
+	$(VENV)/bin/mypy schemas workers
 	$(PY) -m schemas.jsonschema --check
 	@$(PY) -m pytest -ra tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc

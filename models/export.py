@@ -37,7 +37,7 @@ def export_onnx(net: SequenceTransformer, quantiles: np.ndarray, path: Path) -> 
         torch.onnx.export(
             serving,
             example,
-            buffer,
+            buffer,  # type: ignore[arg-type]  # file-like objects are accepted too
             input_names=list(INPUTS),
             output_names=list(OUTPUTS),
             dynamic_axes=dynamic,

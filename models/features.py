@@ -6,6 +6,8 @@ backwards from it, so one model serves any sequence length.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 N_GAP_BUCKETS = 32
@@ -35,11 +37,15 @@ def pad_batch(
     lengths = np.array([min(len(s), width) for s in items], dtype=np.int64)
     rows = np.repeat(np.arange(len(items)), lengths)
     cols = np.concatenate([np.arange(width - n, width) for n in lengths]) if len(items) else rows
-    out = {}
-    for name, seqs, dtype in (("item_ids", items, np.int64), ("event_types", types, np.int64),
-                              ("ts", ts, np.float64)):
+    out: dict[str, np.ndarray] = {}
+    columns: list[tuple[str, Sequence[Sequence[float]], type]] = [
+        ("item_ids", items, np.int64),
+        ("event_types", types, np.int64),
+        ("ts", ts, np.float64),
+    ]
+    for name, seqs, dtype in columns:
         flat = [x for s, n in zip(seqs, lengths, strict=True) if n for x in s[-n:]]
-        matrix = np.zeros((len(items), width), dtype=dtype)
+        matrix: np.ndarray = np.zeros((len(items), width), dtype=dtype)
         matrix[rows, cols] = flat
         out[name] = matrix
     gaps = np.zeros((len(items), width), dtype=np.int64)

@@ -57,6 +57,8 @@ class SequenceTransformer(nn.Module):
     def __init__(self, config: NetworkConfig, text: torch.Tensor, seen: torch.Tensor) -> None:
         super().__init__()
         self.config = config
+        self.text: torch.Tensor
+        self.seen: torch.Tensor
         d = config.hidden
         self.register_buffer("text", text.float(), persistent=True)
         self.register_buffer("seen", seen.float(), persistent=True)
@@ -135,6 +137,8 @@ class ServingModel(nn.Module):
     def __init__(self, net: SequenceTransformer, surprise_quantiles: torch.Tensor) -> None:
         super().__init__()
         self.net = net
+        self.quantiles: torch.Tensor
+        self.blocked: torch.Tensor
         self.register_buffer("quantiles", surprise_quantiles.float())
         n_reserved = 3
         blocked = torch.zeros(net.config.n_items)

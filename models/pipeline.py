@@ -81,7 +81,7 @@ def _plot(path: Path, curves: dict, report: dict) -> None:
     plt.close(fig)
 
 
-def _io_spec(spec: dict[str, tuple[str, int]], names: dict[str, list[str]]) -> list[dict]:
+def _io_spec(spec: dict[str, tuple[str, int]], names: dict[str, list[str | int]]) -> list[dict]:
     return [{"name": n, "type": t, "shape": names[n]} for n, (t, _) in spec.items()]
 
 
@@ -134,7 +134,7 @@ def train_and_register(
     registry.write_json(stage / "report.json", report)
     _plot(stage / "report.png", result.curves, report)
     labelled = any(not np.isnan(f) for u in data.users for f in u.fraud)
-    shapes = {n: ["batch", "sequence"] for n in INPUTS}
+    shapes: dict[str, list[str | int]] = {n: ["batch", "sequence"] for n in INPUTS}
     shapes.update(
         next_action=["batch", data.vocab.n_types - 1],
         top_items=["batch", cfg.top_k],

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faust
 import orjson
@@ -86,7 +87,7 @@ class Foresight:
             stream_buffer_maxsize=4 * s.batch_size,
             table_standby_replicas=1,
         )
-        raw = {
+        raw: dict[str, Any] = {
             "key_type": bytes,
             "value_type": bytes,
             "key_serializer": "raw",
@@ -121,7 +122,9 @@ class Foresight:
         app.timer(1.0)(self.flush_trends)
         app.timer(self.settings.sweep_interval_seconds)(self.sweep)
         app.timer(5.0)(self.report_lag)
-        app._extra_services.append(_Scoring(self))  # started and stopped with the app
+        # An instance, not a class: Faust starts and stops it with the app (see
+        # App._prepare_subservice), though its type hints only mention classes.
+        app._extra_services.append(_Scoring(self))  # type: ignore[arg-type]
 
     async def start_scoring(self) -> None:
         """Load the current model (models.control, else the registry's CURRENT), then batch."""

@@ -210,6 +210,7 @@ class Generator:
         while produced < n:
             user = self.rng.choice(self.users)
             self._tick(3)
+            stream: Iterator[tuple[dict, str | None]]
             if self.rng.random() < self.fraud_rate:
                 pattern = self.rng.choice(FRAUD_PATTERNS)
                 stream = ((e, pattern) for e in self.fraud(user, pattern))

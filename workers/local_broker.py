@@ -274,9 +274,11 @@ def _reap(pid: int) -> None:
 
 def for_settings(settings) -> LocalBroker:
     """The local broker that ``settings`` describe (port, cache and state under ``home``)."""
-    return LocalBroker(port=settings.broker_port,
-                       state_dir=settings.home / f"broker-{settings.broker_port}",
-                       jar_cache=settings.home)
+    return LocalBroker(
+        port=settings.broker_port,
+        state_dir=settings.home / f"broker-{settings.broker_port}",
+        jar_cache=settings.home,
+    )
 
 
 def ensure_running(settings) -> LocalBroker | None:

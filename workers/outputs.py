@@ -193,7 +193,7 @@ class _KeyState:
     prev_sentiment: float | None = None
     mean: float = 0.0
     var: float = 0.0
-    closed: int = 0
+    closed: float = 0.0
 
 
 class TrendAggregator:

@@ -67,7 +67,7 @@ def movielens_events(directory: Path) -> list[dict]:
                     "attrs": meta.get(item, {}),
                 }
             )
-    events.sort(key=lambda e: e["ts"])
+    events.sort(key=lambda e: int(e["ts"]))  # type: ignore[call-overload]
     return events
 
 

@@ -84,7 +84,8 @@ class UserSequence:
 
     def to_bytes(self) -> bytes:
         return _HEADER.pack(FORMAT_VERSION, self.updated_at, len(self.events)) + b"".join(
-            self.chunks)
+            self.chunks
+        )
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> UserSequence:
@@ -104,8 +105,9 @@ class UserSequence:
             if n_iid != 255:
                 item = raw[offset : offset + n_iid].decode()
                 offset += n_iid
-            events.append(SeqEvent(ts, EVENT_TYPES[code], eid, item,
-                                   None if math.isnan(price) else price))
+            events.append(
+                SeqEvent(ts, EVENT_TYPES[code], eid, item, None if math.isnan(price) else price)
+            )
             chunks.append(raw[start:offset])
         return cls(events, updated_at, chunks)
 

@@ -27,12 +27,12 @@ def _children_of(pid: int) -> list[int]:
     return out
 
 
-def test_demo_runs_end_to_end_and_stops_what_it_started(settings: Settings,
-                                                          tmp_path: Path) -> None:
+def test_demo_runs_end_to_end_and_stops_what_it_started(settings: Settings, tmp_path: Path) -> None:
     s = settings.model_copy(update={"metrics_port": _free_port_pair()})
     before = set(_children_of(os.getpid()))
-    result = run_demo(s, events=1_500, rate=1_000, ml100k=None, epochs=2, live=False,
-                      workdir=tmp_path)
+    result = run_demo(
+        s, events=1_500, rate=1_000, ml100k=None, epochs=2, live=False, workdir=tmp_path
+    )
     assert registry.current(s.registry) is not None  # it trained a first model
     assert result["events_scored"] == 1_500
     assert result["alerts"] > 0 and result["fraud_users"] > 0
@@ -43,11 +43,11 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(settings: Settings,
 def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
     from models.pipeline import train_and_register
 
-    version, _ = train_and_register(synthetic_history(), settings.registry, tiny_config(),
-                                    cold_start_share=None)
+    version, _ = train_and_register(
+        synthetic_history(), settings.registry, tiny_config(), cold_start_share=None
+    )
     registry.mark_current(settings.registry, version)
-    result = asyncio.run(run_bench(settings, 600, tmp_path, naive_events=200,
-                                   latency_seconds=1.0))
+    result = asyncio.run(run_bench(settings, 600, tmp_path, naive_events=200, latency_seconds=1.0))
     assert result["raw"]["events_per_s"] > 0
     assert result["pipeline"]["events_per_s"] > 0
     assert set(result["pipeline"]["latency_ms"]) == {"p50", "p95", "p99"}
