@@ -44,7 +44,7 @@ class NetworkConfig:
     dropout: float = 0.2
     max_positions: int = 200
     text_dim: int = 384
-    id_dropout: float = 0.1
+    id_dropout: float = 0.5
     top_k: int = 10
 
     def to_dict(self) -> dict:

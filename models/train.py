@@ -55,7 +55,7 @@ class TrainConfig:
     layers: int = 2
     heads: int = 2
     dropout: float = 0.2
-    id_dropout: float = 0.1
+    id_dropout: float = 0.5
     top_k: int = 10
     type_loss_weight: float = 0.5
     progress: bool = True
