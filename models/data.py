@@ -137,22 +137,29 @@ def load_event_file(path: Path, labels: Path | None = None) -> History:
 
 async def _replay(settings, topic: str) -> list[Event]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
 
     from schemas.kafka_security import aiokafka_kwargs
 
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(topic, p["partition"])
+        for t in described
+        if t["topic"] == topic and not t["error_code"]
+        for p in t["partitions"]
+    ]
+    if not partitions:
+        raise ValueError(f"topic {topic!r} does not exist")
     consumer = AIOKafkaConsumer(
-        **aiokafka_kwargs(settings),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        group_id=None,
+        **aiokafka_kwargs(settings), enable_auto_commit=False, group_id=None
     )
     await consumer.start()
     try:
-        partitions = [
-            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not partitions:
-            raise ValueError(f"topic {topic!r} does not exist")
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
