@@ -158,6 +158,14 @@ class Foresight:
                 event.ack()
                 continue
             key = record.user_id.encode()
+            if message.key != key:  # a user's events must share one partition (and one worker)
+                await self.dead_letter(
+                    message,
+                    "validate",
+                    f"message key {message.key!r} is not the event's user_id {record.user_id!r}",
+                )
+                event.ack()
+                continue
             seq = self._sequence(key)
             current = seq_event(record)
             seq.insert(current, self.settings.window_seconds, self.settings.max_sequence_length)
