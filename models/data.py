@@ -16,32 +16,10 @@ from pathlib import Path
 import orjson
 
 from schemas.codec import InvalidRecord, decode_event
-from schemas.files import read_event_file
+from schemas.files import read_event_file, read_movielens_items, read_movielens_ratings
 from schemas.records import Event
 
 log = logging.getLogger(__name__)
-
-GENRES = (
-    "unknown",
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,19 +55,16 @@ def _fingerprint(*paths: Path) -> str:
 
 def load_movielens(directory: Path) -> History:
     """MovieLens-100K: every rating is an interaction; titles + genres are the item text."""
-    data, items = directory / "u.data", directory / "u.item"
-    interactions = []
-    with open(data, encoding="ascii") as fh:
-        for n, line in enumerate(fh):
-            user, item, _rating, ts = line.rstrip("\n").split("\t")
-            interactions.append(Interaction(user, item, "rating", float(ts), f"ml{n}"))
-    item_text = {}
-    with open(items, encoding="latin-1") as fh:
-        for line in fh:
-            parts = line.rstrip("\n").split("|")
-            genres = [g for g, flag in zip(GENRES, parts[5:], strict=False) if flag == "1"]
-            item_text[parts[0]] = f"{parts[1]}. Genres: {', '.join(genres)}"
-    return History(interactions, item_text, f"ml100k:{directory}", _fingerprint(data, items))
+    interactions = [
+        Interaction(user, item, "rating", float(ts), f"ml{n}")
+        for n, (user, item, _rating, ts) in enumerate(read_movielens_ratings(directory))
+    ]
+    item_text = {
+        item: f"{meta.title}. Genres: {', '.join(meta.genres)}"
+        for item, meta in read_movielens_items(directory).items()
+    }
+    fingerprint = _fingerprint(directory / "u.data", directory / "u.item")
+    return History(interactions, item_text, f"ml100k:{directory}", fingerprint)
 
 
 def _labels(path: Path | None) -> dict[str, bool]:

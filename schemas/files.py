@@ -1,11 +1,12 @@
-"""Event files in the Event schema (JSONL, CSV, Parquet), read with the same validation as Kafka.
-
-Shared by the trainer (history files) and the replay tool; invalid rows are counted, not fatal.
+"""Files we read events from: event files in the Event schema (JSONL, CSV, Parquet, with the
+same validation as Kafka) and the MovieLens-100K layout. Shared by the trainer and the replay
+tool; invalid rows are counted, not fatal.
 """
 
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.codec import InvalidRecord, decode_event, validate
@@ -52,3 +53,39 @@ def read_event_file(path: Path) -> tuple[list[Event], int]:
         except InvalidRecord:
             bad += 1
     return events, bad
+
+
+MOVIELENS_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
+    "Sci-Fi", "Thriller", "War", "Western",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MovieLensItem:
+    """One line of u.item: title and genres."""
+
+    title: str
+    genres: tuple[str, ...]
+
+
+def read_movielens_items(directory: Path) -> dict[str, MovieLensItem]:
+    """u.item (latin-1): item id → title and genres."""
+    items = {}
+    with open(directory / "u.item", encoding="latin-1") as fh:
+        for line in fh:
+            parts = line.rstrip("\n").split("|")
+            flags = zip(MOVIELENS_GENRES, parts[5:], strict=False)
+            items[parts[0]] = MovieLensItem(parts[1], tuple(g for g, f in flags if f == "1"))
+    return items
+
+
+def read_movielens_ratings(directory: Path) -> list[tuple[str, str, int, int]]:
+    """u.data in file order: (user, item, rating, unix time)."""
+    rows = []
+    with open(directory / "u.data", encoding="ascii") as fh:
+        for line in fh:
+            user, item, rating, ts = line.rstrip("\n").split("\t")
+            rows.append((user, item, int(rating), int(ts)))
+    return rows

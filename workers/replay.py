@@ -11,63 +11,41 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from schemas.files import read_event_file
+from schemas.files import read_event_file, read_movielens_items, read_movielens_ratings
 from schemas.kafka_security import aiokafka_kwargs
 from schemas.settings import Settings
 from workers.generator import Generator
 
-GENRES = (
-    "unknown",
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-)
-
 
 def movielens_events(directory: Path) -> list[dict]:
     """MovieLens-100K ratings as rating events in time order, titles and genre in attrs."""
-    meta = {}
-    with open(directory / "u.item", encoding="latin-1") as fh:
-        for line in fh:
-            parts = line.rstrip("\n").split("|")
-            genres = [g for g, flag in zip(GENRES, parts[5:], strict=False) if flag == "1"]
-            meta[parts[0]] = {"title": parts[1][:256], "category": (genres or ["unknown"])[0]}
-    events = []
-    with open(directory / "u.data", encoding="ascii") as fh:
-        for n, line in enumerate(fh):
-            user, item, rating, ts = line.rstrip("\n").split("\t")
-            events.append(
-                {
-                    "event_id": f"ml{n}",
-                    "user_id": user,
-                    "type": "rating",
-                    "ts": int(ts),
-                    "item_id": item,
-                    "rating": int(rating),
-                    "attrs": meta.get(item, {}),
-                }
-            )
-    events.sort(key=lambda e: int(e["ts"]))  # type: ignore[call-overload]
+    items = read_movielens_items(directory)
+    events: list[dict[str, Any]] = []
+    for n, (user, item, rating, ts) in enumerate(read_movielens_ratings(directory)):
+        meta = items.get(item)
+        attrs = (
+            {"title": meta.title[:256], "category": (meta.genres or ("unknown",))[0]}
+            if meta
+            else {}
+        )
+        events.append(
+            {
+                "event_id": f"ml{n}",
+                "user_id": user,
+                "type": "rating",
+                "ts": ts,
+                "item_id": item,
+                "rating": rating,
+                "attrs": attrs,
+            }
+        )
+    events.sort(key=lambda e: e["ts"])  # stable: ties keep file order
     return events
 
 
