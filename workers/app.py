@@ -51,7 +51,7 @@ class Job:
     event: faust.types.EventT
     record: Event
     prefix: list[SeqEvent]
-    produced_at: float
+    produced_at: float  # Kafka record timestamp, epoch seconds (Faust converts from ms)
 
 
 def dlq_headers(message, stage: str, error: str) -> list[tuple[str, bytes]]:
@@ -249,7 +249,7 @@ class Foresight:
         risk, surprise = scores.risk.tolist(), scores.surprise.tolist()
         for i, job in enumerate(jobs):
             r = job.record
-            latency_ms = max(0.0, now * 1000.0 - job.produced_at) if job.produced_at else 0.0
+            latency_ms = max(0.0, (now - job.produced_at) * 1000.0) if job.produced_at else 0.0
             value = orjson.dumps(
                 {
                     "event_id": r.event_id,

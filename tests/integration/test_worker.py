@@ -143,7 +143,8 @@ async def test_ten_thousand_events_with_malformed(served: Settings, tmp_path: Pa
     ids = _event_ids(preds.records)
     assert ids == {e["event_id"] for e in events}
     for r in preds.records[:200]:
-        Prediction.model_validate_json(r.value)  # outputs honour the published schema
+        p = Prediction.model_validate_json(r.value)  # outputs honour the published schema
+        assert 0 < p.latency_ms < 120_000  # produced → scored, in milliseconds
     assert len(dlq) == 100
     for r in dlq:
         headers = dict(r.headers)
