@@ -139,7 +139,7 @@ async def pipeline_latency(
     latencies = np.array([orjson.loads(r.value)["latency_ms"] for r in records[len(warm) :]])
     return {
         "offered_events_per_s": round(rate, 1),
-        "events": len(timed),
+        "latency_events": len(timed),
         "latency_ms": {
             p: round(float(np.percentile(latencies, q)), 2)
             for p, q in (("p50", 50), ("p95", 95), ("p99", 99))
