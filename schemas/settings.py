@@ -97,6 +97,9 @@ class Settings(BaseSettings):
         description="Anomaly alert above this calibrated surprise (the share of normal "
         "held-out events that were less surprising).",
     )
+    anomaly_alerts: bool = Field(
+        True, description="Raise label-free anomaly alerts from calibrated surprise."
+    )
     alert_cooldown_seconds: float = Field(
         600.0, ge=0, description="Min time between two alerts of the same kind for one user."
     )

@@ -105,7 +105,12 @@ class Foresight:
         )
         self.holder = ModelHolder()
         self.follower = ModelFollower(s, self.holder)
-        self.alerts = AlertPolicy(s.risk_threshold, s.surprise_threshold, s.alert_cooldown_seconds)
+        self.alerts = AlertPolicy(
+            s.risk_threshold,
+            s.surprise_threshold,
+            s.alert_cooldown_seconds,
+            anomaly_enabled=s.anomaly_alerts,
+        )
         self.trend_parts = TrendAccumulator(s.trend_window_seconds)
         self.trends = TrendAggregator(s.trend_window_seconds)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")

@@ -56,11 +56,13 @@ class AlertPolicy:
         surprise_threshold: float,
         cooldown: float,
         risk_enabled: bool = True,
+        anomaly_enabled: bool = True,
     ) -> None:
         self.risk_threshold = risk_threshold
         self.surprise_threshold = surprise_threshold
         self.cooldown = cooldown
         self.risk_enabled = risk_enabled
+        self.anomaly_enabled = anomaly_enabled
         self._last: dict[tuple[str, str], float] = {}
 
     def decide(
@@ -70,7 +72,7 @@ class AlertPolicy:
         out = []
         if self.risk_enabled and risk >= self.risk_threshold:
             out.append(("fraud_risk", risk, self.risk_threshold))
-        if surprise >= self.surprise_threshold:
+        if self.anomaly_enabled and surprise >= self.surprise_threshold:
             out.append(("anomaly", surprise, self.surprise_threshold))
         fired = []
         for kind, score, threshold in out:

@@ -275,7 +275,8 @@ async def test_bad_models_refused_then_good_adopted(served: Settings, tmp_path: 
 async def test_fraud_pattern_alerts_only_the_fraudster(settings: Settings, tmp_path: Path) -> None:
     from models.pipeline import train_and_register
 
-    s = settings.model_copy(update={"surprise_threshold": 1.0, "risk_threshold": 0.5})
+    # The supervised risk head is under test here; label-free anomaly alerts are tested apart.
+    s = settings.model_copy(update={"anomaly_alerts": False, "risk_threshold": 0.5})
     history = synthetic_history(users=60, fraud_users=15, length=12, seed=2)
     version, _ = train_and_register(
         history, s.registry, tiny_config(epochs=15, hidden=32), cold_start_share=None

@@ -98,6 +98,8 @@ def test_alert_policy_thresholds_and_cooldown() -> None:
     assert policy.decide("u", 0.95, 0.999, now=30) == []  # cooling down
     assert [k for k, *_ in policy.decide("v", 0.9, 0.1, now=30)] == ["fraud_risk"]
     assert [k for k, *_ in policy.decide("u", 0.9, 0.1, now=62)] == ["fraud_risk"]
+    quiet = AlertPolicy(0.8, 0.99, 60, anomaly_enabled=False)
+    assert quiet.decide("u", 0.1, 1.0, now=0) == []
 
 
 def test_sentiment() -> None:
