@@ -31,6 +31,7 @@ def create_app(settings: Settings) -> faust.App:
         broker=settings.broker,
         broker_credentials=faust_credentials(settings),
         store="memory://",
+        datadir=str(settings.data_dir / "naive"),
         web_enabled=False,
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
