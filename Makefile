@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*; touch $@
 
 demo: setup
-	@echo "==> starting the local Kafka broker, topics and the worker"
+	@echo "==> demo: local broker, topics, a first model if none, worker, live traffic, summary"
 	$(VENV)/bin/foresight demo
 
 test: setup

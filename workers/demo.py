@@ -83,7 +83,7 @@ def _view(state: DemoState, total: int) -> Group:
     trending = Table("item", "volume", "z", "sentiment", expand=True)
     top = sorted(
         (t for t in state.trends.values() if t["key"].startswith("item:")),
-        key=lambda t: (t["zscore"], t["volume"]),
+        key=lambda t: (t["volume"], t["zscore"]),
         reverse=True,
     )[:5]
     for t in top:
