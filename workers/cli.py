@@ -421,7 +421,7 @@ def _ensure_local_broker(s: Settings):
     show_default=True,
     help="Events to replay before the demo ends (Ctrl-C ends it sooner).",
 )
-@click.option("--rate", type=float, default=800, show_default=True, help="Events per second.")
+@click.option("--rate", type=float, default=500, show_default=True, help="Events per second.")
 @click.option(
     "--epochs",
     type=int,
