@@ -144,7 +144,7 @@ def load_artifact(directory: Path, threads: int | None = None) -> LoadedModel:
         raise ModelRefused(f"{directory} is not a model directory")
     for path in directory.iterdir():
         if path.suffix in FORBIDDEN_SUFFIXES:
-            raise ModelRefused(f"{path.name}: pickled/torch weights are never loaded")
+            raise ModelRefused(f"{path.name}: only ONNX weights are loaded, never Python objects")
     model_path, manifest_path, vocab_path = (
         directory / n for n in ("model.onnx", "manifest.json", "vocab.json")
     )

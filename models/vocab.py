@@ -1,4 +1,4 @@
-"""Item and event-type vocabularies, stored as JSON beside the model (never pickled).
+"""Item and event-type vocabularies, stored as JSON beside the model.
 
 Item indices follow the natural order of the ids (numeric when every id is a number, as in
 MovieLens), so "smaller id" in the evaluation tie rule is simply "smaller index".

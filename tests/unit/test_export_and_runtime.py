@@ -111,7 +111,7 @@ def test_manifest_declaring_other_outputs_refused(copy: Path) -> None:
 
 def test_pickle_refused(copy: Path) -> None:
     (copy / "model.pt").write_bytes(b"not loaded")
-    with pytest.raises(ModelRefused, match="never loaded"):
+    with pytest.raises(ModelRefused, match="only ONNX"):
         load_artifact(copy)
 
 
