@@ -22,7 +22,6 @@ import orjson
 from mode import Service
 
 from models import registry
-from models.runtime import ModelRefused
 from schemas.codec import InvalidRecord, decode_event
 from schemas.kafka_security import faust_credentials
 from schemas.records import Event
@@ -204,18 +203,20 @@ class Foresight:
         if len(self._decoded) > DECODE_CACHE_USERS:
             self._decoded.popitem(last=False)
 
+    async def send(self, base: str, key: bytes | None, value: bytes, headers=None):
+        """Queue one record on the topic named ``base``; returns its delivery future."""
+        return await self.app.producer.send(
+            self.settings.topic(base), key, value, None, None, headers
+        )
+
     async def dead_letter(self, message, stage: str, error: str) -> None:
         """One DLQ record per failed message: original key and bytes, reason in headers."""
         metrics.DLQ.labels(stage).inc()
-        fut = await self.app.producer.send(
-            self.settings.topic("events.dlq"),
-            message.key,
-            message.value,
-            None,
-            None,
-            dlq_headers(message, stage, error),
+        await (
+            await self.send(
+                "events.dlq", message.key, message.value, dlq_headers(message, stage, error)
+            )
         )
-        await fut
 
     async def score_batch(self, jobs: list[Job]) -> None:
         """Score one batch off the event loop, publish, and ack once the broker has it all."""
@@ -245,8 +246,6 @@ class Foresight:
         task.add_done_callback(self._acking.discard)
 
     async def publish(self, jobs: list[Job], scores, version: str, types) -> list:
-        s, send = self.settings, self.app.producer.send
-        predictions, alerts = s.topic("predictions"), s.topic("alerts")
         futures = []
         now = time.time()
         next_action = scores.next_action.tolist()
@@ -273,14 +272,14 @@ class Foresight:
                 }
             )
             key = job.event.message.key
-            futures.append(await send(predictions, key, value, None, None, None))
+            futures.append(await self.send("predictions", key, value))
             metrics.END_TO_END.observe(latency_ms / 1000.0)
             for kind, score, threshold in self.alerts.decide(r.user_id, risk[i], surprise[i], now):
                 metrics.ALERTS.labels(kind).inc()
                 alert = alert_record(
                     kind, score, threshold, r.user_id, r.event_id, job.prefix[-5:], version, now
                 )
-                futures.append(await send(alerts, key, orjson.dumps(alert), None, None, None))
+                futures.append(await self.send("alerts", key, orjson.dumps(alert)))
             self.trend_parts.add(
                 r.item_id, _category(r), r.type.value, r.ts, event_sentiment(r.rating, r.text)
             )
@@ -301,14 +300,7 @@ class Foresight:
     # --- trends ----------------------------------------------------------------------------------
     async def flush_trends(self) -> None:
         for partial in self.trend_parts.drain():
-            await self.app.producer.send(
-                self.settings.topic("trends.partial"),
-                partial["k"].encode(),
-                orjson.dumps(partial),
-                None,
-                None,
-                None,
-            )
+            await self.send("trends.partial", partial["k"].encode(), orjson.dumps(partial))
 
     async def merge_trends(self, stream) -> None:
         async for raw in stream:
@@ -318,14 +310,7 @@ class Foresight:
                 await self._send_trend(trend)
 
     async def _send_trend(self, trend: dict) -> None:
-        await self.app.producer.send(
-            self.settings.topic("trends"),
-            trend["key"].encode(),
-            orjson.dumps(trend),
-            None,
-            None,
-            None,
-        )
+        await self.send("trends", trend["key"].encode(), orjson.dumps(trend))
 
     # --- housekeeping ----------------------------------------------------------------------------
     async def sweep(self) -> None:
@@ -335,10 +320,8 @@ class Foresight:
         count = 0
         for key, value in list(self.sequences.items()):
             count += 1
-            if UserSequence.from_bytes(value).updated_at < cutoff:
-                await self.app.producer.send(
-                    self.settings.topic("sequences.expire"), key, b"", None, None, None
-                )
+            if UserSequence.updated_at_of(value) < cutoff:
+                await self.send("sequences.expire", key, b"")
         metrics.USERS.set(count)
         self.alerts.prune(time.time())
         for trend in self.trends.flush(self.newest_window):
@@ -347,7 +330,7 @@ class Foresight:
     def _expire(self, key: bytes) -> None:
         value = self.sequences.get(key)
         cutoff = time.time() - self.settings.inactivity_expiry_seconds
-        if value is not None and UserSequence.from_bytes(value).updated_at < cutoff:
+        if value is not None and UserSequence.updated_at_of(value) < cutoff:
             del self.sequences[key]
 
     async def report_lag(self) -> None:
@@ -394,4 +377,4 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     Worker(worker_app.app, loglevel=loglevel).execute_from_commandline()
 
 
-__all__ = ["Foresight", "ModelRefused", "run_worker"]
+__all__ = ["Foresight", "run_worker"]

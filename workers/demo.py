@@ -31,7 +31,7 @@ from schemas.kafka_security import aiokafka_kwargs
 from schemas.settings import Settings
 from workers.generator import Generator
 from workers.local_broker import ensure_running
-from workers.processes import ChildProcess, WorkerProcess, settings_env
+from workers.processes import ChildProcess, WorkerProcess
 from workers.replay import movielens_events, replay
 from workers.topics import create_topics
 
@@ -284,4 +284,4 @@ def run_demo(
             started_broker.stop()
 
 
-__all__ = ["ChildProcess", "run_demo", "settings_env"]
+__all__ = ["run_demo"]

@@ -87,6 +87,12 @@ class UserSequence:
             self.chunks
         )
 
+    @staticmethod
+    def updated_at_of(raw: bytes) -> float:
+        """When the stored sequence was last updated, read from the header alone (the
+        inactivity sweep looks at every user and needs nothing else)."""
+        return _HEADER.unpack_from(raw, 0)[1] if raw else 0.0
+
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> UserSequence:
         if not raw:

@@ -65,6 +65,12 @@ def test_binary_encoding_round_trips(rows, updated_at) -> None:
     assert UserSequence.from_bytes(seq.to_bytes()) == seq
 
 
+def test_updated_at_read_from_header() -> None:
+    seq = UserSequence([ev(1, 10.0)], updated_at=1234.5)
+    assert UserSequence.updated_at_of(seq.to_bytes()) == 1234.5
+    assert UserSequence.updated_at_of(b"") == 0.0
+
+
 def test_encoding_is_compact() -> None:
     seq = UserSequence(
         [SeqEvent(1.7e9 + i, "view", f"evt-{i:06d}", f"item-{i}", None) for i in range(50)]
