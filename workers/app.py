@@ -2,8 +2,9 @@
 
 Faust acks a message when an agent raises or a value fails to deserialize, so this agent reads
 raw bytes with manual acks: every message is either dead-lettered (and acked once the DLQ
-record is on the broker) or scored (and acked once its prediction is on the broker). Offsets
-are committed only up to the lowest unacked message, so a crash loses nothing.
+record is on the broker) or scored (and acked once its prediction is on the broker), and the
+acks reach Faust in consumption order (workers/acks.py), so the committed offset never passes
+a message whose outputs are not on the broker yet.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from schemas.kafka_security import faust_credentials
 from schemas.records import Event
 from schemas.settings import Settings
 from workers import metrics
+from workers.acks import OrderedAcks, Slot
 from workers.batcher import MicroBatcher
 from workers.follower import ModelFollower, ModelHolder
 from workers.outputs import (
@@ -47,7 +49,7 @@ DECODE_CACHE_USERS = 50_000
 class Job:
     """One valid event waiting to be scored, with the sequence it is scored on."""
 
-    event: faust.types.EventT
+    slot: Slot  # the consumed message and its place in the ack order
     record: Event
     prefix: list[SeqEvent]
     produced_at: float  # Kafka record timestamp, epoch seconds (Faust converts from ms)
@@ -118,6 +120,7 @@ class Foresight:
         )
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT_BATCHES)
         self.newest_window = 0.0
+        self.acks = OrderedAcks(lambda: self.app.consumer_generation_id)
         self._acking: set[asyncio.Future] = set()
         self._decoded: OrderedDict[bytes, tuple[bytes, UserSequence]] = OrderedDict()
         self._wire()
@@ -127,6 +130,7 @@ class Foresight:
         app = self.app
         app.agent(self.events_topic, name="ingest")(self.ingest)
         app.agent(self.partial_topic, name="trends")(self.merge_trends)
+        app.on_partitions_revoked.connect(self._on_revoked)
         app.timer(1.0)(self.flush_trends)
         app.timer(self.settings.sweep_interval_seconds)(self.sweep)
         app.timer(5.0)(self.report_lag)
@@ -157,16 +161,17 @@ class Foresight:
         expire_topic = self.settings.topic("sequences.expire")
         async for event in stream.noack().events():
             message = event.message
+            slot = self.acks.track(event)
             if message.topic == expire_topic:
                 self._expire(message.key)
-                event.ack()
+                self.acks.done(slot)
                 continue
             metrics.EVENTS_IN.inc()
             try:
                 record = decode_event(event.value)
             except InvalidRecord as exc:
                 await self.dead_letter(message, exc.stage, str(exc))
-                event.ack()
+                self.acks.done(slot)
                 continue
             key = record.user_id.encode()
             if message.key != key:  # a user's events must share one partition (and one worker)
@@ -175,7 +180,7 @@ class Foresight:
                     "validate",
                     f"message key {message.key!r} is not the event's user_id {record.user_id!r}",
                 )
-                event.ack()
+                self.acks.done(slot)
                 continue
             seq = self._sequence(key)
             current = seq_event(record)
@@ -185,7 +190,7 @@ class Foresight:
             self.sequences[key] = value
             self._remember(key, value, seq)
             prefix = seq.upto(record.event_id) or [current]  # older than the window: alone
-            await self.batcher.submit(Job(event, record, prefix, message.timestamp or 0.0))
+            await self.batcher.submit(Job(slot, record, prefix, message.timestamp or 0.0))
 
     def _sequence(self, key: bytes) -> UserSequence:
         """The user's sequence: decoded from the table, or reused from the decode cache when
@@ -231,8 +236,9 @@ class Foresight:
         except Exception as exc:  # a model that fails at run time: dead-letter, keep going
             log.exception("scoring failed")
             for j in jobs:
-                await self.dead_letter(j.event.message, "score", f"{type(exc).__name__}: {exc}")
-                j.event.ack()
+                reason = f"{type(exc).__name__}: {exc}"
+                await self.dead_letter(j.slot.event.message, "score", reason)
+                self.acks.done(j.slot)
             return
         metrics.INFERENCE.observe(time.perf_counter() - began)
         await self.in_flight.acquire()
@@ -271,7 +277,7 @@ class Foresight:
                     "latency_ms": latency_ms,
                 }
             )
-            key = job.event.message.key
+            key = job.slot.event.message.key
             futures.append(await self.send("predictions", key, value))
             metrics.END_TO_END.observe(latency_ms / 1000.0)
             for kind, score, threshold in self.alerts.decide(r.user_id, risk[i], surprise[i], now):
@@ -294,8 +300,12 @@ class Foresight:
         finally:
             self.in_flight.release()
         for j in jobs:
-            j.event.ack()
+            self.acks.done(j.slot)
         metrics.SCORED.inc(len(jobs))
+
+    def _on_revoked(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        """Faust's on_partitions_revoked signal; the revoked partitions come first."""
+        self.acks.forget(args[0])
 
     # --- trends ----------------------------------------------------------------------------------
     async def flush_trends(self) -> None:

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas import decode_event
+from workers.acks import OrderedAcks
 from workers.batcher import MicroBatcher
 from workers.generator import Generator
 from workers.outputs import (
@@ -157,3 +158,51 @@ def test_generator_is_deterministic_valid_and_labelled() -> None:
         decode_event(orjson.dumps(event))
     patterns = {p for _, p in Generator(seed=3, fraud_rate=0.2).events(3000)}
     assert patterns >= {None, "account_takeover", "card_testing", "scraping"}
+
+
+class _Message:
+    def __init__(self, partition: int, offset: int, generation: int) -> None:
+        self.tp = ("events", partition)
+        self.offset = offset
+        self.generation_id = generation
+
+
+class _Event:
+    """Stands in for a Faust event: records when Faust would hear of its ack."""
+
+    def __init__(self, acked: list, partition: int, offset: int, generation: int = 1) -> None:
+        self.message = _Message(partition, offset, generation)
+        self._acked = acked
+
+    def ack(self) -> None:
+        self._acked.append((self.message.tp[1], self.message.offset))
+
+
+def test_acks_reach_faust_in_consumption_order_per_partition() -> None:
+    acked: list = []
+    acks = OrderedAcks(lambda: 1)
+    slots = [acks.track(_Event(acked, p, o)) for o in range(3) for p in (0, 1)]
+    acks.done(slots[4])  # partition 0, offset 2: finished first, but 0 and 1 are not
+    acks.done(slots[1])  # partition 1, offset 0
+    assert acked == [(1, 0)]
+    acks.done(slots[0])
+    assert acked == [(1, 0), (0, 0)]
+    acks.done(slots[2])  # partition 0, offset 1 releases offset 2 behind it
+    assert acked == [(1, 0), (0, 0), (0, 1), (0, 2)]
+    assert acks.pending() == 2
+
+
+def test_acks_skip_older_generations_and_forgotten_partitions() -> None:
+    acked: list = []
+    generation = [1]
+    acks = OrderedAcks(lambda: generation[0])
+    old = acks.track(_Event(acked, 0, 0, generation=1))
+    generation[0] = 2  # a rebalance: Faust delivers offset 0 again in generation 2
+    new = acks.track(_Event(acked, 0, 0, generation=2))
+    acks.done(old)
+    acks.done(new)
+    assert acked == [(0, 0)] and acks.pending() == 0
+    gone = acks.track(_Event(acked, 1, 5, generation=2))
+    acks.forget([("events", 1)])
+    acks.done(gone)
+    assert acked == [(0, 0)]
