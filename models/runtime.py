@@ -36,7 +36,9 @@ OUTPUTS = {
 }
 ALLOWED_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-FORBIDDEN_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".joblib", ".bin", ".ckpt")
+#: Everything a model directory may hold: the graph, JSON metadata, safetensors weights (for
+#: fine-tuning) and the report plot. Anything else, serialized Python objects included, is refused.
+ARTIFACT_SUFFIXES = (".onnx", ".json", ".safetensors", ".png")
 
 
 class ModelRefused(RuntimeError):
@@ -143,8 +145,11 @@ def load_artifact(directory: Path, threads: int | None = None) -> LoadedModel:
     if not directory.is_dir():
         raise ModelRefused(f"{directory} is not a model directory")
     for path in directory.iterdir():
-        if path.suffix in FORBIDDEN_SUFFIXES:
-            raise ModelRefused(f"{path.name}: only ONNX weights are loaded, never Python objects")
+        if path.suffix not in ARTIFACT_SUFFIXES:
+            raise ModelRefused(
+                f"{path.name}: not an artifact file; a model directory holds only "
+                f"{', '.join(ARTIFACT_SUFFIXES)} files (no external data, no Python objects)"
+            )
     model_path, manifest_path, vocab_path = (
         directory / n for n in ("model.onnx", "manifest.json", "vocab.json")
     )

@@ -109,9 +109,9 @@ def test_manifest_declaring_other_outputs_refused(copy: Path) -> None:
         load_artifact(copy)
 
 
-def test_pickle_refused(copy: Path) -> None:
+def test_unknown_files_refused(copy: Path) -> None:
     (copy / "model.pt").write_bytes(b"not loaded")
-    with pytest.raises(ModelRefused, match="only ONNX"):
+    with pytest.raises(ModelRefused, match="not an artifact file"):
         load_artifact(copy)
 
 
