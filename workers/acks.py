@@ -40,21 +40,23 @@ class OrderedAcks:
         self._lines.setdefault(event.message.tp, deque()).append(slot)
         return slot
 
-    def done(self, slot: Slot) -> None:
-        """The message's outputs are on the broker: ack it and the finished ones behind it."""
-        slot.done = True
-        line = self._lines.get(slot.event.message.tp)
+    def done(self, *slots: Slot) -> None:
+        """The messages' outputs are on the broker: ack them and the finished ones behind
+        them, draining each partition's line once however many slots finished."""
+        lines = set()
+        for slot in slots:
+            slot.done = True
+            lines.add(slot.event.message.tp)
         generation = self._generation()
-        while line and line[0].done:
-            event = line.popleft().event
-            if event.message.generation_id == generation:
-                event.ack()
+        for tp in lines:
+            line = self._lines.get(tp)
+            while line and line[0].done:
+                event = line.popleft().event
+                if event.message.generation_id == generation:
+                    event.ack()
 
     def forget(self, partitions: Iterable[Any]) -> None:
         """Partitions taken away: their unfinished messages will be redelivered to the new
         owner from the last commit, so nothing here may ack them any more."""
         for tp in partitions:
             self._lines.pop(tp, None)
-
-    def pending(self) -> int:
-        return sum(len(line) for line in self._lines.values())

@@ -235,10 +235,10 @@ class Foresight:
             )
         except Exception as exc:  # a model that fails at run time: dead-letter, keep going
             log.exception("scoring failed")
+            reason = f"{type(exc).__name__}: {exc}"
             for j in jobs:
-                reason = f"{type(exc).__name__}: {exc}"
                 await self.dead_letter(j.slot.event.message, "score", reason)
-                self.acks.done(j.slot)
+            self.acks.done(*(j.slot for j in jobs))
             return
         metrics.INFERENCE.observe(time.perf_counter() - began)
         await self.in_flight.acquire()
@@ -299,8 +299,7 @@ class Foresight:
             return
         finally:
             self.in_flight.release()
-        for j in jobs:
-            self.acks.done(j.slot)
+        self.acks.done(*(j.slot for j in jobs))
         metrics.SCORED.inc(len(jobs))
 
     def _on_revoked(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:

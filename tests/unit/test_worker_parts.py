@@ -189,7 +189,8 @@ def test_acks_reach_faust_in_consumption_order_per_partition() -> None:
     assert acked == [(1, 0), (0, 0)]
     acks.done(slots[2])  # partition 0, offset 1 releases offset 2 behind it
     assert acked == [(1, 0), (0, 0), (0, 1), (0, 2)]
-    assert acks.pending() == 2
+    acks.done(slots[5], slots[3])  # one call for several: partition 1 drains in order
+    assert acked[4:] == [(1, 1), (1, 2)]
 
 
 def test_acks_skip_older_generations_and_forgotten_partitions() -> None:
@@ -201,7 +202,7 @@ def test_acks_skip_older_generations_and_forgotten_partitions() -> None:
     new = acks.track(_Event(acked, 0, 0, generation=2))
     acks.done(old)
     acks.done(new)
-    assert acked == [(0, 0)] and acks.pending() == 0
+    assert acked == [(0, 0)]
     gone = acks.track(_Event(acked, 1, 5, generation=2))
     acks.forget([("events", 1)])
     acks.done(gone)
