@@ -2,9 +2,13 @@
 
 Faust acks a message when an agent raises or a value fails to deserialize, so this agent reads
 raw bytes with manual acks: every message is either dead-lettered (and acked once the DLQ
-record is on the broker) or scored (and acked once its prediction is on the broker), and the
-acks reach Faust in consumption order (workers/acks.py), so the committed offset never passes
-a message whose outputs are not on the broker yet.
+record is on the broker) or scored (and acked once its prediction and the sequence it changed
+are on the broker). Offsets are committed only up to the lowest unacked message, so a crash
+loses nothing.
+
+The sequence table is written to its store as each event arrives, but its changelog records
+go out with the batch's predictions, one per user per batch, through the same batched
+producer (see workers/publisher.py): per-record sends were the largest cost of the hot path.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from workers import metrics
 from workers.acks import OrderedAcks, Slot
 from workers.batcher import MicroBatcher
 from workers.follower import ModelFollower, ModelHolder
+from workers.offsets import CommittedOffsets
 from workers.outputs import (
     AlertPolicy,
     TrendAccumulator,
@@ -38,6 +43,7 @@ from workers.outputs import (
     alert_record,
     event_sentiment,
 )
+from workers.publisher import Publisher, Record
 from workers.sequence import SeqEvent, UserSequence, seq_event
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,7 @@ class Job:
     record: Event
     prefix: list[SeqEvent]
     produced_at: float  # Kafka record timestamp, epoch seconds (Faust converts from ms)
+    state: bytes  # the user's sequence after this event, for the changelog
 
 
 def dlq_headers(message, stage: str, error: str) -> list[tuple[str, bytes]]:
@@ -84,10 +91,6 @@ class Foresight:
             autodiscover=False,
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
-            # A few ms of linger turns thousands of tiny produce requests into a few large
-            # ones: socket writes were the biggest single cost on the hot path.
-            producer_linger=0.005,
-            producer_max_batch_size=256 * 1024,
             broker_commit_interval=1.0,
             stream_buffer_maxsize=4 * s.batch_size,
             table_standby_replicas=1,
@@ -104,6 +107,9 @@ class Foresight:
         self.sequences = self.app.Table(
             "sequences", default=None, key_type=bytes, value_type=bytes, partitions=s.partitions
         )
+        self.changelog_topic = self.sequences.changelog_topic.get_topic_name()
+        self.publisher = Publisher(s)
+        self.offsets = CommittedOffsets(s)
         self.holder = ModelHolder()
         self.follower = ModelFollower(s, self.holder)
         self.alerts = AlertPolicy(
@@ -131,7 +137,8 @@ class Foresight:
         app.agent(self.events_topic, name="ingest")(self.ingest)
         app.agent(self.partial_topic, name="trends")(self.merge_trends)
         app.on_partitions_revoked.connect(self._on_revoked)
-        app.timer(1.0)(self.flush_trends)
+        app.on_rebalance_complete.connect(self._on_rebalance_complete)
+        app.timer(self.settings.trend_flush_seconds)(self.flush_trends)
         app.timer(self.settings.sweep_interval_seconds)(self.sweep)
         app.timer(5.0)(self.report_lag)
         # An instance, not a class: Faust starts and stops it with the app (see
@@ -144,12 +151,16 @@ class Foresight:
             if logging.getLogger(noisy).getEffectiveLevel() < logging.INFO:
                 logging.getLogger(noisy).setLevel(logging.INFO)
         metrics.serve(self.settings.metrics_port)
+        await self.publisher.start()
+        await self.offsets.start()
         await self.follower.start(self.load_initial())
         self.batcher.start()
 
     async def stop_scoring(self) -> None:
         await self.batcher.stop()
         await self.follower.stop()
+        await self.publisher.stop()
+        await self.offsets.stop()
         self.executor.shutdown(wait=False)
 
     def load_initial(self) -> Path | None:
@@ -161,9 +172,23 @@ class Foresight:
         expire_topic = self.settings.topic("sequences.expire")
         async for event in stream.noack().events():
             message = event.message
+            if self.acks.starts(message.tp):
+                self.acks.begin(message.tp, await self.offsets.committed(message.tp))
             slot = self.acks.track(event)
+            if slot is None:
+                self._ignore(message)
+                continue
+            while self.acks.jumps:
+                tp, expected, got = self.acks.jumps.pop()
+                log.warning(
+                    "%s: offsets %d..%d never reached the stream (transaction markers take "
+                    "offsets too; anything else is a bug worth reporting)",
+                    tp,
+                    expected,
+                    got - 1,
+                )
             if message.topic == expire_topic:
-                self._expire(message.key)
+                await self._expire(message.key, message.partition)
                 self.acks.done(slot)
                 continue
             metrics.EVENTS_IN.inc()
@@ -187,15 +212,21 @@ class Foresight:
             seq.insert(current, self.settings.window_seconds, self.settings.max_sequence_length)
             seq.updated_at = time.time()
             value = seq.to_bytes()
-            self.sequences[key] = value
+            self.sequences.data[key] = value  # the store only: the changelog goes with the batch
             self._remember(key, value, seq)
             prefix = seq.upto(record.event_id) or [current]  # older than the window: alone
-            await self.batcher.submit(Job(slot, record, prefix, message.timestamp or 0.0))
+            await self.batcher.submit(Job(slot, record, prefix, message.timestamp or 0.0, value))
+
+    def _ignore(self, message) -> None:
+        """A second copy of a message already taken: Faust must stop waiting for its ack,
+        which would hold up the next rebalance."""
+        consumer: Any = self.app.consumer
+        consumer._unacked_messages.discard(message)
 
     def _sequence(self, key: bytes) -> UserSequence:
         """The user's sequence: decoded from the table, or reused from the decode cache when
         the table still holds exactly the bytes we decoded last time."""
-        stored = self.sequences.get(key)
+        stored = self.sequences.data.get(key)
         cached = self._decoded.get(key)
         if cached is not None and stored is not None and cached[0] == stored:
             self._decoded.move_to_end(key)
@@ -210,9 +241,7 @@ class Foresight:
 
     async def send(self, base: str, key: bytes | None, value: bytes, headers=None):
         """Queue one record on the topic named ``base``; returns its delivery future."""
-        return await self.app.producer.send(
-            self.settings.topic(base), key, value, None, None, headers
-        )
+        return await self.publisher.send(self.settings.topic(base), key, value, headers)
 
     async def dead_letter(self, message, stage: str, error: str) -> None:
         """One DLQ record per failed message: original key and bytes, reason in headers."""
@@ -252,13 +281,18 @@ class Foresight:
         task.add_done_callback(self._acking.discard)
 
     async def publish(self, jobs: list[Job], scores, version: str, types) -> list:
-        futures = []
+        """Queue the batch's predictions, alerts and changelog records; returns the futures
+        that say they are all on the broker."""
         now = time.time()
         next_action = scores.next_action.tolist()
         top_scores = scores.top_scores.tolist()
         risk, surprise = scores.risk.tolist(), scores.surprise.tolist()
+        predictions: list[Record] = []
+        alerts: list[Record] = []
+        states: dict[bytes | None, Record] = {}  # the last state per user in this batch wins
         for i, job in enumerate(jobs):
             r = job.record
+            message = job.slot.event.message
             latency_ms = max(0.0, (now - job.produced_at) * 1000.0) if job.produced_at else 0.0
             value = orjson.dumps(
                 {
@@ -277,18 +311,23 @@ class Foresight:
                     "latency_ms": latency_ms,
                 }
             )
-            key = job.slot.event.message.key
-            futures.append(await self.send("predictions", key, value))
+            predictions.append(Record(message.key, value))
+            states[message.key] = Record(message.key, job.state, None, message.partition)
             metrics.END_TO_END.observe(latency_ms / 1000.0)
             for kind, score, threshold in self.alerts.decide(r.user_id, risk[i], surprise[i], now):
                 metrics.ALERTS.labels(kind).inc()
                 alert = alert_record(
                     kind, score, threshold, r.user_id, r.event_id, job.prefix[-5:], version, now
                 )
-                futures.append(await self.send("alerts", key, orjson.dumps(alert)))
+                alerts.append(Record(message.key, orjson.dumps(alert)))
             self.trend_parts.add(
                 r.item_id, _category(r), r.type.value, r.ts, event_sentiment(r.rating, r.text)
             )
+        publish = self.publisher.send_many
+        futures = await publish(self.changelog_topic, states.values())
+        futures += await publish(self.settings.topic("predictions"), predictions)
+        if alerts:
+            futures += await publish(self.settings.topic("alerts"), alerts)
         return futures
 
     async def _ack_when_delivered(self, jobs: list[Job], futures: list) -> None:
@@ -303,23 +342,40 @@ class Foresight:
         metrics.SCORED.inc(len(jobs))
 
     def _on_revoked(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        """Faust's on_partitions_revoked signal; the revoked partitions come first."""
+        """Faust's on_partitions_revoked signal: the revoked partitions come first."""
         self.acks.forget(args[0])
+
+    def _on_rebalance_complete(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        """Faust's on_rebalance_complete signal, sent when table recovery is done and just
+        before the stream partitions are sought to their committed offsets.
+
+        Recovery runs with the fetcher's flow on (it reads the changelogs), so the fetcher
+        can still be handing over a batch of stream messages while that seek happens; its
+        read offsets then move past the seek, and Faust drops the messages fetched again
+        from the committed offset as already read (faust-streaming #596: the kill -9 test
+        lost up to a few hundred events per partition this way). Stopping the flow here
+        ends that batch first; Faust resumes the flow itself once the seek is done."""
+        self.app.consumer.stop_flow()
 
     # --- trends ----------------------------------------------------------------------------------
     async def flush_trends(self) -> None:
-        for partial in self.trend_parts.drain():
-            await self.send("trends.partial", partial["k"].encode(), orjson.dumps(partial))
+        partials = [Record(p["k"].encode(), orjson.dumps(p)) for p in self.trend_parts.drain()]
+        if partials:
+            await self.publisher.send_many(self.settings.topic("trends.partial"), partials)
 
     async def merge_trends(self, stream) -> None:
-        async for raw in stream:
-            partial = orjson.loads(raw)
-            self.newest_window = max(self.newest_window, partial["w"])
-            for trend in self.trends.add(partial):
-                await self._send_trend(trend)
+        async for chunk in stream.take(1000, within=0.5):
+            closed = []
+            for raw in chunk:
+                partial = orjson.loads(raw)
+                self.newest_window = max(self.newest_window, partial["w"])
+                closed += self.trends.add(partial)
+            await self._send_trends(closed)
 
-    async def _send_trend(self, trend: dict) -> None:
-        await self.send("trends", trend["key"].encode(), orjson.dumps(trend))
+    async def _send_trends(self, trends: list[dict]) -> None:
+        if trends:
+            records = [Record(t["key"].encode(), orjson.dumps(t)) for t in trends]
+            await self.publisher.send_many(self.settings.topic("trends"), records)
 
     # --- housekeeping ----------------------------------------------------------------------------
     async def sweep(self) -> None:
@@ -333,14 +389,16 @@ class Foresight:
                 await self.send("sequences.expire", key, b"")
         metrics.USERS.set(count)
         self.alerts.prune(time.time())
-        for trend in self.trends.flush(self.newest_window):
-            await self._send_trend(trend)
+        await self._send_trends(self.trends.flush(self.newest_window))
 
-    def _expire(self, key: bytes) -> None:
-        value = self.sequences.get(key)
+    async def _expire(self, key: bytes, partition: int) -> None:
+        value = self.sequences.data.get(key)
         cutoff = time.time() - self.settings.inactivity_expiry_seconds
         if value is not None and UserSequence.updated_at_of(value) < cutoff:
-            del self.sequences[key]
+            del self.sequences.data[key]
+            self._decoded.pop(key, None)
+            tombstone = await self.publisher.send(self.changelog_topic, key, None, None, partition)
+            await tombstone
 
     async def report_lag(self) -> None:
         consumer = self.app.consumer
@@ -383,7 +441,11 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
             settings.registry,
             settings.topic("models.control"),
         )
-    Worker(worker_app.app, loglevel=loglevel).execute_from_commandline()
+    worker = Worker(worker_app.app, loglevel=loglevel)
+    # Faust's terminal spinner sets the root logger to DEBUG when the level is WARN or above,
+    # so every send built a debug record nobody reads (4% of the event loop).
+    worker.spinner = None
+    worker.execute_from_commandline()
 
 
 __all__ = ["Foresight", "run_worker"]
