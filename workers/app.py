@@ -49,6 +49,7 @@ from workers.sequence import SeqEvent, UserSequence, seq_event
 log = logging.getLogger(__name__)
 MAX_IN_FLIGHT_BATCHES = 4
 DECODE_CACHE_USERS = 50_000
+PARTIALS_PER_RECORD = 500  # ~100 KB: well under Kafka's 1 MB record limit
 
 
 @dataclass(slots=True)
@@ -359,15 +360,26 @@ class Foresight:
 
     # --- trends ----------------------------------------------------------------------------------
     async def flush_trends(self) -> None:
-        partials = [Record(p["k"].encode(), orjson.dumps(p)) for p in self.trend_parts.drain()]
-        if partials:
-            await self.publisher.send_many(self.settings.topic("trends.partial"), partials)
+        """Send this worker's partials to the keys' owners, as one record per partition of
+        ``trends.partial`` holding a list (each partial in the partition its key hashes to):
+        a Faust message per partial cost about as much as scoring an event."""
+        topic = self.settings.topic("trends.partial")
+        partition_of = await self.publisher.partitioner(topic)
+        groups: dict[int, list[dict]] = {}
+        for partial in self.trend_parts.drain():
+            groups.setdefault(partition_of(partial["k"].encode()), []).append(partial)
+        records = [
+            Record(None, orjson.dumps(group[i : i + PARTIALS_PER_RECORD]), None, partition)
+            for partition, group in groups.items()
+            for i in range(0, len(group), PARTIALS_PER_RECORD)
+        ]
+        if records:
+            await self.publisher.send_many(topic, records)
 
     async def merge_trends(self, stream) -> None:
-        async for chunk in stream.take(1000, within=0.5):
+        async for raw in stream:
             closed = []
-            for raw in chunk:
-                partial = orjson.loads(raw)
+            for partial in orjson.loads(raw):
                 self.newest_window = max(self.newest_window, partial["w"])
                 closed += self.trends.add(partial)
             await self._send_trends(closed)

@@ -11,7 +11,7 @@ would put them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from aiokafka import AIOKafkaProducer
@@ -79,6 +79,12 @@ class Publisher:
         """Queue one record; returns its delivery future."""
         producer = await self._ready()
         return await producer.send(topic, value, key=key, headers=headers, partition=partition)
+
+    async def partitioner(self, topic: str) -> Callable[[bytes], int]:
+        """key → the partition of ``topic`` a keyed record would go to."""
+        producer = await self._ready()
+        partitions = sorted(await producer.partitions_for(topic))  # cached metadata
+        return lambda key: self._partition_of(key, partitions, partitions)
 
     async def send_many(self, topic: str, records: Iterable[Record]) -> list[asyncio.Future]:
         """Queue many records, one batch per partition; returns the batches' delivery futures
