@@ -11,12 +11,14 @@ would put them.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from schemas.kafka_security import aiokafka_kwargs
@@ -44,7 +46,6 @@ class Publisher:
         self.linger_ms = linger_ms
         self.max_batch_bytes = max_batch_bytes
         self._producer: AIOKafkaProducer | None = None
-        self._partition_of = DefaultPartitioner()
         self._started = asyncio.Event()
 
     async def start(self) -> None:
@@ -84,7 +85,7 @@ class Publisher:
         """key → the partition of ``topic`` a keyed record would go to."""
         producer = await self._ready()
         partitions = sorted(await producer.partitions_for(topic))  # cached metadata
-        return lambda key: self._partition_of(key, partitions, partitions)
+        return lambda key: partitions[_hash_slot(key, len(partitions))]
 
     async def send_many(self, topic: str, records: Iterable[Record]) -> list[asyncio.Future]:
         """Queue many records, one batch per partition; returns the batches' delivery futures
@@ -96,7 +97,7 @@ class Publisher:
         for record in records:
             partition = record.partition
             if partition is None:
-                partition = self._partition_of(record.key, partitions, partitions)
+                partition = partitions[_hash_slot(record.key, len(partitions))]
             builder = builders.get(partition)
             if builder is None or not _append(builder, record):
                 if builder is not None:  # full: send it, start the next one
@@ -107,6 +108,17 @@ class Publisher:
         for partition, builder in builders.items():
             futures.append(await producer.send_batch(builder, topic, partition=partition))
         return futures
+
+
+def _hash_slot(key: bytes | None, count: int) -> int:
+    """Kafka's default partitioner: murmur2 of the key, a random partition without one."""
+    return random.randrange(count) if key is None else _murmur2_slot(key, count)
+
+
+@lru_cache(maxsize=100_000)
+def _murmur2_slot(key: bytes, count: int) -> int:
+    """aiokafka's murmur2 is pure Python, and the same users come back batch after batch."""
+    return (murmur2(key) & 0x7FFFFFFF) % count
 
 
 def _append(builder: BatchBuilder, record: Record) -> bool:

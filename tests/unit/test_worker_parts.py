@@ -6,6 +6,7 @@ import asyncio
 
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,6 +21,7 @@ from workers.outputs import (
     event_sentiment,
     text_sentiment,
 )
+from workers.publisher import _hash_slot
 from workers.sequence import SeqEvent, UserSequence
 
 
@@ -235,3 +237,12 @@ def test_acks_refuse_second_copies_and_report_jumps() -> None:
     assert later is not None and after is not None
     acks.done(later, after)
     assert acked == [(0, 0), (0, 4), (0, 5)]
+
+
+def test_publisher_partitions_keys_like_kafkas_default_partitioner() -> None:
+    partitions = [0, 1, 2, 3, 4, 5]
+    for key in (b"u1", b"u42", b"user-\xff", b""):
+        expected = DefaultPartitioner()(key, partitions, partitions)
+        assert _hash_slot(key, len(partitions)) == expected
+        assert _hash_slot(key, len(partitions)) == expected  # cached: the same answer
+    assert {_hash_slot(None, 6) for _ in range(200)} == set(partitions)  # no key: spread
