@@ -326,10 +326,21 @@ class Foresight:
             )
         publish = self.publisher.send_many
         futures = await publish(self.changelog_topic, states.values())
+        for future in futures:
+            future.add_done_callback(self._changelog_persisted)
         futures += await publish(self.settings.topic("predictions"), predictions)
         if alerts:
             futures += await publish(self.settings.topic("alerts"), alerts)
         return futures
+
+    def _changelog_persisted(self, future: asyncio.Future) -> None:
+        """Tell the store how far the changelog is on the broker, as Faust's own changelog
+        sends do: RocksDB then recovers from there after a restart, not from the start.
+        (A batch's first offset: replaying the rest of it again is harmless.)"""
+        if not future.cancelled() and future.exception() is None:
+            sent = future.result()
+            store: Any = self.sequences.data
+            store.set_persisted_offset(sent.topic_partition, sent.offset)
 
     async def _ack_when_delivered(self, jobs: list[Job], futures: list) -> None:
         try:
