@@ -104,12 +104,6 @@ class Settings(BaseSettings):
         600.0, ge=0, description="Min time between two alerts of the same kind for one user."
     )
     trend_window_seconds: float = Field(300.0, gt=0, description="Width of a trend window.")
-    trend_flush_seconds: float = Field(
-        1.0,
-        gt=0,
-        description="How often a worker sends its partial trend aggregates to the keys' owners "
-        "(longer: fewer partials, but each flush is a burst of work that delays scoring).",
-    )
     sweep_interval_seconds: float = Field(
         60.0, gt=0, description="How often idle users are looked for and expired."
     )

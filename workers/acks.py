@@ -12,18 +12,22 @@ Three gaps in faust-streaming 0.15 that this closes, each seen in the kill -9 te
   commits for that partition for good. An offset already taken in this consumer generation is
   refused here; a message fetched in an older generation is finished without an ack (Faust
   delivers it again after the rebalance, and that copy carries the ack).
-* A jump in offsets within a generation means messages went missing between the fetcher and
-  the stream, which is how Faust's recovery race (faust-streaming #596, closed by
-  ``Foresight._on_revoked``) showed itself; each stream checks that it starts at the committed
-  offset, and every jump is reported. (Transaction markers in the input take offsets too.)
+* A jump in offsets means messages went missing between the fetcher and the stream, which is
+  how Faust's recovery race (faust-streaming #596, closed by
+  ``Foresight._on_rebalance_complete``) showed itself. Each partition's line starts, in every
+  generation, at the offset Faust committed, and every jump is logged. (Transaction markers
+  in the input take offsets too.)
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class Slot:
@@ -47,37 +51,38 @@ class _Cursor:
 class OrderedAcks:
     """Admits each offset once per generation, and acks in consumption order once done."""
 
-    def __init__(self, generation: Callable[[], int]) -> None:
+    def __init__(
+        self, generation: Callable[[], int], committed: Callable[[Any], int | None]
+    ) -> None:
         self._generation = generation
+        self._committed = committed  # tp → the offset its stream must start at, or None
         self._lines: dict[Any, deque[Slot]] = {}
         self._cursors: dict[Any, _Cursor] = {}
-        self.jumps: list[tuple[Any, int, int]] = []  # (tp, expected, got), for the log
-
-    def starts(self, tp: Any) -> bool:
-        """True when ``tp`` has no cursor in the current generation: call ``begin`` first."""
-        cursor = self._cursors.get(tp)
-        return cursor is None or cursor.generation != self._generation()
-
-    def begin(self, tp: Any, first_offset: int | None) -> None:
-        """Start ``tp``'s line at the offset its stream must begin with (the committed one);
-        None takes the first message that comes as the start."""
-        self._cursors[tp] = _Cursor(self._generation(), first_offset)
-        self._lines[tp] = deque()
 
     def track(self, event: Any) -> Slot | None:
         """Call in consumption order, once per message: its Slot, or None for a second copy
         of an offset already taken (finish that copy without acking it)."""
         message = event.message
-        cursor = self._cursors[message.tp]
-        offset = message.offset
+        tp, offset = message.tp, message.offset
+        cursor = self._cursors.get(tp)
+        generation = self._generation()
+        if cursor is None or cursor.generation != generation:  # a new line for a new generation
+            cursor = self._cursors[tp] = _Cursor(generation, self._committed(tp))
+            self._lines[tp] = deque()
         if cursor.expected is not None:
             if offset < cursor.expected:
                 return None
             if offset > cursor.expected:
-                self.jumps.append((message.tp, cursor.expected, offset))
+                log.warning(
+                    "%s: offsets %d..%d never reached the stream (transaction markers take "
+                    "offsets too; anything else is a bug worth reporting)",
+                    tp,
+                    cursor.expected,
+                    offset - 1,
+                )
         cursor.expected = offset + 1
         slot = Slot(event)
-        self._lines[message.tp].append(slot)
+        self._lines[tp].append(slot)
         return slot
 
     def done(self, *slots: Slot) -> None:

@@ -35,7 +35,6 @@ from workers import metrics
 from workers.acks import OrderedAcks, Slot
 from workers.batcher import MicroBatcher
 from workers.follower import ModelFollower, ModelHolder
-from workers.offsets import CommittedOffsets
 from workers.outputs import (
     AlertPolicy,
     TrendAccumulator,
@@ -50,6 +49,8 @@ log = logging.getLogger(__name__)
 MAX_IN_FLIGHT_BATCHES = 4
 DECODE_CACHE_USERS = 50_000
 PARTIALS_PER_RECORD = 500  # ~100 KB: well under Kafka's 1 MB record limit
+# Longer means fewer partials, but each flush is a burst of work that holds up scoring.
+TREND_FLUSH_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -110,7 +111,6 @@ class Foresight:
         )
         self.changelog_topic = self.sequences.changelog_topic.get_topic_name()
         self.publisher = Publisher(s)
-        self.offsets = CommittedOffsets(s)
         self.holder = ModelHolder()
         self.follower = ModelFollower(s, self.holder)
         self.alerts = AlertPolicy(
@@ -127,8 +127,7 @@ class Foresight:
         )
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT_BATCHES)
         self.newest_window = 0.0
-        self.acks = OrderedAcks(lambda: self.app.consumer_generation_id)
-        self._acking: set[asyncio.Future] = set()
+        self.acks = OrderedAcks(lambda: self.app.consumer_generation_id, self._committed)
         self._decoded: OrderedDict[bytes, tuple[bytes, UserSequence]] = OrderedDict()
         self._wire()
 
@@ -139,7 +138,7 @@ class Foresight:
         app.agent(self.partial_topic, name="trends")(self.merge_trends)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
-        app.timer(self.settings.trend_flush_seconds)(self.flush_trends)
+        app.timer(TREND_FLUSH_SECONDS)(self.flush_trends)
         app.timer(self.settings.sweep_interval_seconds)(self.sweep)
         app.timer(5.0)(self.report_lag)
         # An instance, not a class: Faust starts and stops it with the app (see
@@ -153,7 +152,6 @@ class Foresight:
                 logging.getLogger(noisy).setLevel(logging.INFO)
         metrics.serve(self.settings.metrics_port)
         await self.publisher.start()
-        await self.offsets.start()
         await self.follower.start(self.load_initial())
         self.batcher.start()
 
@@ -161,7 +159,6 @@ class Foresight:
         await self.batcher.stop()
         await self.follower.stop()
         await self.publisher.stop()
-        await self.offsets.stop()
         self.executor.shutdown(wait=False)
 
     def load_initial(self) -> Path | None:
@@ -173,40 +170,25 @@ class Foresight:
         expire_topic = self.settings.topic("sequences.expire")
         async for event in stream.noack().events():
             message = event.message
-            if self.acks.starts(message.tp):
-                self.acks.begin(message.tp, await self.offsets.committed(message.tp))
             slot = self.acks.track(event)
             if slot is None:
                 self._ignore(message)
                 continue
-            while self.acks.jumps:
-                tp, expected, got = self.acks.jumps.pop()
-                log.warning(
-                    "%s: offsets %d..%d never reached the stream (transaction markers take "
-                    "offsets too; anything else is a bug worth reporting)",
-                    tp,
-                    expected,
-                    got - 1,
-                )
             if message.topic == expire_topic:
-                await self._expire(message.key, message.partition)
-                self.acks.done(slot)
+                self._ack_when_delivered([slot], await self._expire(message.key, message.partition))
                 continue
             metrics.EVENTS_IN.inc()
             try:
                 record = decode_event(event.value)
             except InvalidRecord as exc:
-                await self.dead_letter(message, exc.stage, str(exc))
-                self.acks.done(slot)
+                await self.reject(slot, exc.stage, str(exc))
                 continue
             key = record.user_id.encode()
             if message.key != key:  # a user's events must share one partition (and one worker)
-                await self.dead_letter(
-                    message,
-                    "validate",
-                    f"message key {message.key!r} is not the event's user_id {record.user_id!r}",
+                reason = (
+                    f"message key {message.key!r} is not the event's user_id {record.user_id!r}"
                 )
-                self.acks.done(slot)
+                await self.reject(slot, "validate", reason)
                 continue
             seq = self._sequence(key)
             current = seq_event(record)
@@ -217,6 +199,11 @@ class Foresight:
             self._remember(key, value, seq)
             prefix = seq.upto(record.event_id) or [current]  # older than the window: alone
             await self.batcher.submit(Job(slot, record, prefix, message.timestamp or 0.0, value))
+
+    def _committed(self, tp) -> int | None:
+        """The offset Faust committed (and sought to) for ``tp``; None for none or 0."""
+        consumer: Any = self.app.consumer
+        return consumer._committed_offset.get(tp)
 
     def _ignore(self, message) -> None:
         """A second copy of a message already taken: Faust must stop waiting for its ack,
@@ -244,14 +231,14 @@ class Foresight:
         """Queue one record on the topic named ``base``; returns its delivery future."""
         return await self.publisher.send(self.settings.topic(base), key, value, headers)
 
-    async def dead_letter(self, message, stage: str, error: str) -> None:
-        """One DLQ record per failed message: original key and bytes, reason in headers."""
+    async def reject(self, slot: Slot, stage: str, error: str) -> None:
+        """One DLQ record per failed message (original key and bytes, reason in headers);
+        the message is acked once that record is on the broker."""
+        message = slot.event.message
         metrics.DLQ.labels(stage).inc()
-        await (
-            await self.send(
-                "events.dlq", message.key, message.value, dlq_headers(message, stage, error)
-            )
-        )
+        headers = dlq_headers(message, stage, error)
+        sent = await self.send("events.dlq", message.key, message.value, headers)
+        self._ack_when_delivered([slot], [sent])
 
     async def score_batch(self, jobs: list[Job]) -> None:
         """Score one batch off the event loop, publish, and ack once the broker has it all."""
@@ -267,8 +254,7 @@ class Foresight:
             log.exception("scoring failed")
             reason = f"{type(exc).__name__}: {exc}"
             for j in jobs:
-                await self.dead_letter(j.slot.event.message, "score", reason)
-            self.acks.done(*(j.slot for j in jobs))
+                await self.reject(j.slot, "score", reason)
             return
         metrics.INFERENCE.observe(time.perf_counter() - began)
         await self.in_flight.acquire()
@@ -277,9 +263,8 @@ class Foresight:
         except Exception:
             self.in_flight.release()
             raise
-        task = asyncio.ensure_future(self._ack_when_delivered(jobs, futures))
-        self._acking.add(task)
-        task.add_done_callback(self._acking.discard)
+        delivered = self._ack_when_delivered([j.slot for j in jobs], futures, scored=len(jobs))
+        delivered.add_done_callback(lambda _: self.in_flight.release())
 
     async def publish(self, jobs: list[Job], scores, version: str, types) -> list:
         """Queue the batch's predictions, alerts and changelog records; returns the futures
@@ -342,16 +327,25 @@ class Foresight:
             store: Any = self.sequences.data
             store.set_persisted_offset(sent.topic_partition, sent.offset)
 
-    async def _ack_when_delivered(self, jobs: list[Job], futures: list) -> None:
-        try:
-            await asyncio.gather(*futures)
-        except Exception:
-            log.exception("publishing failed: these events stay unacked and will be redelivered")
-            return
-        finally:
-            self.in_flight.release()
-        self.acks.done(*(j.slot for j in jobs))
-        metrics.SCORED.inc(len(jobs))
+    def _ack_when_delivered(
+        self, slots: list[Slot], futures: list[asyncio.Future], scored: int = 0
+    ) -> asyncio.Future:
+        """Ack ``slots`` once every output in ``futures`` is on the broker, without holding
+        up the stream meanwhile; returns the future of that delivery."""
+        delivered = asyncio.gather(*futures)
+
+        def settle(done: asyncio.Future) -> None:
+            if done.cancelled() or done.exception() is not None:
+                log.error(
+                    "publishing failed (%r): these messages stay unacked and will be redelivered",
+                    None if done.cancelled() else done.exception(),
+                )
+                return
+            self.acks.done(*slots)
+            metrics.SCORED.inc(scored)
+
+        delivered.add_done_callback(settle)
+        return delivered
 
     def _on_revoked(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         """Faust's on_partitions_revoked signal: the revoked partitions come first."""
@@ -414,14 +408,15 @@ class Foresight:
         self.alerts.prune(time.time())
         await self._send_trends(self.trends.flush(self.newest_window))
 
-    async def _expire(self, key: bytes, partition: int) -> None:
+    async def _expire(self, key: bytes, partition: int) -> list[asyncio.Future]:
+        """Delete a user still idle; returns the delivery of its changelog tombstone, if any."""
         value = self.sequences.data.get(key)
         cutoff = time.time() - self.settings.inactivity_expiry_seconds
-        if value is not None and UserSequence.updated_at_of(value) < cutoff:
-            del self.sequences.data[key]
-            self._decoded.pop(key, None)
-            tombstone = await self.publisher.send(self.changelog_topic, key, None, None, partition)
-            await tombstone
+        if value is None or UserSequence.updated_at_of(value) >= cutoff:
+            return []
+        del self.sequences.data[key]
+        self._decoded.pop(key, None)
+        return [await self.publisher.send(self.changelog_topic, key, None, None, partition)]
 
     async def report_lag(self) -> None:
         consumer = self.app.consumer

@@ -81,7 +81,7 @@ class Publisher:
         producer = await self._ready()
         return await producer.send(topic, value, key=key, headers=headers, partition=partition)
 
-    async def partitioner(self, topic: str) -> Callable[[bytes], int]:
+    async def partitioner(self, topic: str) -> Callable[[bytes | None], int]:
         """key → the partition of ``topic`` a keyed record would go to."""
         producer = await self._ready()
         partitions = sorted(await producer.partitions_for(topic))  # cached metadata
@@ -91,13 +91,13 @@ class Publisher:
         """Queue many records, one batch per partition; returns the batches' delivery futures
         (every record is on the broker once all of them are done)."""
         producer = await self._ready()
-        partitions = sorted(await producer.partitions_for(topic))  # cached metadata
+        partition_of = await self.partitioner(topic)
         builders: dict[int, BatchBuilder] = {}
         futures: list[asyncio.Future] = []
         for record in records:
             partition = record.partition
             if partition is None:
-                partition = partitions[_hash_slot(record.key, len(partitions))]
+                partition = partition_of(record.key)
             builder = builders.get(partition)
             if builder is None or not _append(builder, record):
                 if builder is not None:  # full: send it, start the next one

@@ -180,16 +180,13 @@ class _Event:
         self._acked.append((self.message.tp[1], self.message.offset))
 
 
-def _acks(generation: list[int], *partitions: int) -> OrderedAcks:
-    acks = OrderedAcks(lambda: generation[0])
-    for p in partitions:
-        acks.begin(("events", p), 0)
-    return acks
+def _acks(generation: list[int], committed: dict | None = None) -> OrderedAcks:
+    return OrderedAcks(lambda: generation[0], (committed or {}).get)
 
 
 def test_acks_reach_faust_in_consumption_order_per_partition() -> None:
     acked: list = []
-    acks = _acks([1], 0, 1)
+    acks = _acks([1])
     slots = [acks.track(_Event(acked, p, o)) for o in range(3) for p in (0, 1)]
     acks.done(slots[4])  # partition 0, offset 2: finished first, but 0 and 1 are not
     acks.done(slots[1])  # partition 1, offset 0
@@ -205,38 +202,35 @@ def test_acks_reach_faust_in_consumption_order_per_partition() -> None:
 def test_acks_skip_older_generations_and_forgotten_partitions() -> None:
     acked: list = []
     generation = [1]
-    acks = _acks(generation, 0, 1)
+    acks = _acks(generation)
     old = acks.track(_Event(acked, 0, 0, generation=1))
-    generation[0] = 2  # a rebalance: Faust delivers offset 0 again in generation 2
-    assert acks.starts(("events", 0))
-    acks.begin(("events", 0), 0)
+    generation[0] = 2  # a rebalance: Faust delivers offset 0 again, in a new line
     new = acks.track(_Event(acked, 0, 0, generation=2))
     acks.done(old)
     acks.done(new)
     assert acked == [(0, 0)]
-    acks.begin(("events", 1), 5)
     gone = acks.track(_Event(acked, 1, 5, generation=2))
     acks.forget([("events", 1)])
     acks.done(gone)
     assert acked == [(0, 0)]
-    assert acks.starts(("events", 1))
 
 
-def test_acks_refuse_second_copies_and_report_jumps() -> None:
+def test_acks_refuse_second_copies_and_report_jumps(caplog: pytest.LogCaptureFixture) -> None:
     acked: list = []
-    acks = _acks([1], 0)
-    first = acks.track(_Event(acked, 0, 0))
-    assert acks.track(_Event(acked, 0, 0)) is None  # the same offset again after a seek
+    acks = _acks([1], {("events", 0): 3})
+    first = acks.track(_Event(acked, 0, 3))  # starts where Faust committed: no warning
+    assert acks.track(_Event(acked, 0, 3)) is None  # the same offset again after a seek
     assert first is not None
     acks.done(first)
-    assert acked == [(0, 0)]
-    assert acks.jumps == []
-    later = acks.track(_Event(acked, 0, 4))  # 1..3 never reached the stream
-    assert acks.jumps == [(("events", 0), 1, 4)]
-    after = acks.track(_Event(acked, 0, 5))
-    assert later is not None and after is not None
-    acks.done(later, after)
-    assert acked == [(0, 0), (0, 4), (0, 5)]
+    assert acked == [(0, 3)]
+    assert "never reached" not in caplog.text
+    later = acks.track(_Event(acked, 0, 7))  # 4..6 never reached the stream
+    assert "offsets 4..6 never reached the stream" in caplog.text
+    assert acks.track(_Event(acked, 1, 2)) is not None  # no committed offset: any start
+    assert caplog.text.count("never reached") == 1
+    assert later is not None
+    acks.done(later)
+    assert acked == [(0, 3), (0, 7)]
 
 
 def test_publisher_partitions_keys_like_kafkas_default_partitioner() -> None:
