@@ -16,6 +16,10 @@ from models.features import pad_batch
 from models.runtime import LoadedModel, load_artifact
 from workers.sequence import SeqEvent
 
+LENGTH_GROUP = 32
+"""Sequences per onnxruntime call; one call costs about 0.1 ms on top of its work, so groups
+of 32 keep that under 5% of a batch while letting widths follow the lengths closely."""
+
 
 @dataclass
 class Scores:
@@ -55,18 +59,36 @@ class OnnxScorer:
         return cls(load_artifact(directory, threads), max_length)
 
     def score(self, sequences: list[list[SeqEvent]]) -> Scores:
+        """Score in groups of similar length, so short sequences are not padded to the longest.
+
+        The network is causal with positions counted from the newest event and padding masked
+        out, so a sequence's outputs do not depend on how wide its batch is; what the width does
+        decide is the cost, which is linear in it. Users' sequences are mostly short (in the
+        bench the median is 6 events while a batch of 256 nearly always holds one of 50), so
+        sorting by length and running groups of ``LENGTH_GROUP`` cuts the work by about 60%.
+        """
         seqs = [s[-self.max_length :] for s in sequences]
-        inputs = pad_batch(
-            [[self._item_index(e.item_id) for e in s] for s in seqs],
-            [[self._type_index.get(e.type, 0) for e in s] for s in seqs],
-            [[e.ts for e in s] for s in seqs],
-        )
-        out = self.loaded.run(inputs)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        outputs: dict[str, np.ndarray] = {}
+        for start in range(0, len(order), LENGTH_GROUP):
+            rows = order[start : start + LENGTH_GROUP]
+            group = [seqs[i] for i in rows]
+            out = self.loaded.run(
+                pad_batch(
+                    [[self._item_index(e.item_id) for e in s] for s in group],
+                    [[self._type_index.get(e.type, 0) for e in s] for s in group],
+                    [[e.ts for e in s] for s in group],
+                )
+            )
+            for name, values in out.items():
+                if name not in outputs:
+                    outputs[name] = np.empty((len(seqs), *values.shape[1:]), values.dtype)
+                outputs[name][rows] = values
         ids = self._item_ids
         return Scores(
-            next_action=out["next_action"],
-            top_items=[[ids[i] for i in row] for row in out["top_items"].tolist()],
-            top_scores=out["top_scores"],
-            risk=out["risk"],
-            surprise=out["surprise"],
+            next_action=outputs["next_action"],
+            top_items=[[ids[i] for i in row] for row in outputs["top_items"].tolist()],
+            top_scores=outputs["top_scores"],
+            risk=outputs["risk"],
+            surprise=outputs["surprise"],
         )

@@ -13,9 +13,12 @@ import torch
 
 from models import registry
 from models.export import export_onnx, parity
+from models.features import pad_batch
 from models.network import NetworkConfig, SequenceTransformer
 from models.runtime import OUTPUTS, ModelRefused, golden_batch, load_artifact, sha256_file
 from tests.helpers import tiny_model
+from workers.scoring import LENGTH_GROUP, OnnxScorer
+from workers.sequence import SeqEvent
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +74,40 @@ def test_artifact_loads_and_scores(artifact: Path) -> None:
         "report.json",
         "report.png",
     }
+
+
+def test_scorer_groups_by_length_without_changing_outputs(artifact: Path) -> None:
+    """The worker's scorer runs sorted length groups; each row must match one padded batch."""
+    scorer = OnnxScorer.from_directory(artifact, max_length=50)
+    rng = np.random.default_rng(3)
+    items, types = scorer.loaded.vocab.items, scorer.event_types
+    sequences = [
+        [
+            SeqEvent(
+                1e9 + 60.0 * t,
+                types[rng.integers(len(types))],
+                f"e{t}",
+                items[rng.integers(len(items))],
+                None,
+            )
+            for t in range(int(rng.integers(1, scorer.max_length + 1)))
+        ]
+        for _ in range(3 * LENGTH_GROUP + 5)
+    ]
+    scores = scorer.score(sequences)
+    width = max(len(s) for s in sequences)
+    reference = scorer.loaded.run(
+        pad_batch(
+            [[scorer.loaded.vocab.item_index(e.item_id) for e in s] for s in sequences],
+            [[types.index(e.type) + 1 for e in s] for s in sequences],
+            [[e.ts for e in s] for s in sequences],
+            length=width,
+        )
+    )
+    for name in ("next_action", "top_scores", "risk", "surprise"):
+        np.testing.assert_allclose(getattr(scores, name), reference[name], atol=1e-5, rtol=1e-4)
+    ids = ("<pad>", "<none>", "<unknown>", *items)
+    assert scores.top_items == [[ids[i] for i in row] for row in reference["top_items"].tolist()]
 
 
 def test_tampered_model_refused(copy: Path) -> None:
