@@ -43,6 +43,7 @@ from workers.outputs import (
     event_sentiment,
 )
 from workers.publisher import Publisher, Record
+from workers.scoring_process import ScoringProcess
 from workers.sequence import SeqEvent, UserSequence, seq_event
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Job:
     slot: Slot  # the consumed message and its place in the ack order
     record: Event
     prefix: list[SeqEvent]
+    encoded: bytes  # the prefix in the table's encoding, as the scoring process reads it
     produced_at: float  # Kafka record timestamp, epoch seconds (Faust converts from ms)
     state: bytes  # the user's sequence after this event, for the changelog
 
@@ -112,7 +114,8 @@ class Foresight:
         self.changelog_topic = self.sequences.changelog_topic.get_topic_name()
         self.publisher = Publisher(s)
         self.holder = ModelHolder()
-        self.follower = ModelFollower(s, self.holder)
+        self.scoring_process = ScoringProcess()
+        self.follower = ModelFollower(s, self.holder, self.scoring_process)
         self.alerts = AlertPolicy(
             s.risk_threshold,
             s.surprise_threshold,
@@ -152,6 +155,7 @@ class Foresight:
                 logging.getLogger(noisy).setLevel(logging.INFO)
         metrics.serve(self.settings.metrics_port)
         await self.publisher.start()
+        self.scoring_process.start()
         await self.follower.start(self.load_initial())
         self.batcher.start()
 
@@ -159,7 +163,8 @@ class Foresight:
         await self.batcher.stop()
         await self.follower.stop()
         await self.publisher.stop()
-        self.executor.shutdown(wait=False)
+        self.executor.shutdown(wait=True)
+        self.scoring_process.stop()
 
     def load_initial(self) -> Path | None:
         version = registry.current(self.settings.registry)
@@ -197,8 +202,15 @@ class Foresight:
             value = seq.to_bytes()
             self.sequences.data[key] = value  # the store only: the changelog goes with the batch
             self._remember(key, value, seq)
-            prefix = seq.upto(record.event_id) or [current]  # older than the window: alone
-            await self.batcher.submit(Job(slot, record, prefix, message.timestamp or 0.0, value))
+            prefix = seq.upto(record.event_id)
+            if prefix:
+                encoded = seq.prefix_bytes(len(prefix))
+            else:  # older than the window: scored alone
+                prefix = [current]
+                encoded = UserSequence(prefix).prefix_bytes(1)
+            await self.batcher.submit(
+                Job(slot, record, prefix, encoded, message.timestamp or 0.0, value)
+            )
 
     def _committed(self, tp) -> int | None:
         """The offset Faust committed (and sought to) for ``tp``; None for none or 0."""
@@ -248,7 +260,7 @@ class Foresight:
         loop = asyncio.get_running_loop()
         try:
             scores = await loop.run_in_executor(
-                self.executor, scorer.score, [j.prefix for j in jobs]
+                self.executor, scorer.score, [j.encoded for j in jobs]
             )
         except Exception as exc:  # a model that fails at run time: dead-letter, keep going
             log.exception("scoring failed")

@@ -2,8 +2,9 @@
 
 Every worker must see every announcement, so this is a plain consumer outside the consumer
 group. A candidate is loaded and verified in a thread (sha256 against the announcement and the
-manifest, signature, golden batch); only a model that passes replaces the current one, with a
-single reference assignment that the batcher reads once per batch.
+manifest, signature, golden batch), then loaded by the scoring process; only a model that
+passes replaces the current one, with a single reference assignment that the batcher reads
+once per batch.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from schemas.records import ModelAnnouncement
 from schemas.settings import Settings
 from workers import metrics
 from workers.scoring import OnnxScorer, Scorer
+from workers.scoring_process import RemoteScorer, ScoringProcess
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,10 @@ def _path(uri: str) -> Path:
 class ModelFollower:
     """Reads the latest announcement at start, then follows new ones."""
 
-    def __init__(self, settings: Settings, holder: ModelHolder) -> None:
+    def __init__(self, settings: Settings, holder: ModelHolder, process: ScoringProcess) -> None:
         self.settings = settings
         self.holder = holder
+        self.process = process
         self.topic = settings.topic("models.control")
         self.consumer: AIOKafkaConsumer | None = None
         self.task: asyncio.Task | None = None
@@ -74,9 +77,12 @@ class ModelFollower:
         model = directory / "model.onnx"
         if expected_sha is not None and model.is_file() and sha256_file(model) != expected_sha:
             raise ModelRefused("model.onnx does not match the announced sha256")
-        return OnnxScorer.from_directory(
-            directory, self.settings.max_sequence_length, self.settings.scoring_threads
-        )
+        length, threads = self.settings.max_sequence_length, self.settings.scoring_threads
+        local = OnnxScorer.from_directory(directory, length, threads)  # verifies it here
+        served = self.process.load(directory, length, threads)
+        if served != local.version:
+            raise ModelRefused(f"scoring process loaded {served}, not {local.version}")
+        return RemoteScorer(self.process, local)
 
     async def try_adopt(self, directory: Path, expected_sha: str | None, why: str) -> bool:
         """Load and verify off the event loop; swap only on success."""

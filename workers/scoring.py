@@ -33,16 +33,17 @@ class Scores:
 
 
 class Scorer(Protocol):
-    """Anything that turns sequences into scores (ONNX here; fakes only in unit tests)."""
+    """What the worker scores a batch with: each prefix in the sequence table's encoding
+    (see workers/scoring_process.py for why it crosses a process boundary)."""
 
     version: str
     event_types: tuple[str, ...]
 
-    def score(self, sequences: list[list[SeqEvent]]) -> Scores: ...
+    def score(self, prefixes: list[bytes]) -> Scores: ...
 
 
 class OnnxScorer:
-    """A verified registry artifact behind onnxruntime."""
+    """A verified registry artifact behind onnxruntime (run by the scoring process)."""
 
     def __init__(self, loaded: LoadedModel, max_length: int) -> None:
         self.loaded = loaded
@@ -52,7 +53,7 @@ class OnnxScorer:
         vocab = loaded.vocab
         self._item_index = vocab.item_index
         self._type_index = {t: i + 1 for i, t in enumerate(vocab.types)}
-        self._item_ids = ("<pad>", "<none>", "<unknown>", *vocab.items)
+        self.item_ids = ("<pad>", "<none>", "<unknown>", *vocab.items)
 
     @classmethod
     def from_directory(cls, directory: Path, max_length: int, threads: int | None = None):
@@ -84,7 +85,7 @@ class OnnxScorer:
                 if name not in outputs:
                     outputs[name] = np.empty((len(seqs), *values.shape[1:]), values.dtype)
                 outputs[name][rows] = values
-        ids = self._item_ids
+        ids = self.item_ids
         return Scores(
             next_action=outputs["next_action"],
             top_items=[[ids[i] for i in row] for row in outputs["top_items"].tolist()],

@@ -82,6 +82,10 @@ class UserSequence:
                 return self.events[: i + 1]
         return []
 
+    def prefix_bytes(self, count: int) -> bytes:
+        """The encoding of the first ``count`` events alone: what the scorer is sent."""
+        return _HEADER.pack(FORMAT_VERSION, self.updated_at, count) + b"".join(self.chunks[:count])
+
     def to_bytes(self) -> bytes:
         return _HEADER.pack(FORMAT_VERSION, self.updated_at, len(self.events)) + b"".join(
             self.chunks

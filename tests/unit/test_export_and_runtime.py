@@ -18,7 +18,8 @@ from models.network import NetworkConfig, SequenceTransformer
 from models.runtime import OUTPUTS, ModelRefused, golden_batch, load_artifact, sha256_file
 from tests.helpers import tiny_model
 from workers.scoring import LENGTH_GROUP, OnnxScorer
-from workers.sequence import SeqEvent
+from workers.scoring_process import RemoteScorer, ScoringFailed, ScoringProcess
+from workers.sequence import SeqEvent, UserSequence
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,51 @@ def test_scorer_groups_by_length_without_changing_outputs(artifact: Path) -> Non
         np.testing.assert_allclose(getattr(scores, name), reference[name], atol=1e-5, rtol=1e-4)
     ids = ("<pad>", "<none>", "<unknown>", *items)
     assert scores.top_items == [[ids[i] for i in row] for row in reference["top_items"].tolist()]
+
+
+def _random_sequences(scorer: OnnxScorer, count: int, seed: int) -> list[list[SeqEvent]]:
+    rng = np.random.default_rng(seed)
+    items, types = scorer.loaded.vocab.items, scorer.event_types
+    return [
+        [
+            SeqEvent(
+                1e9 + 60.0 * t,
+                types[rng.integers(len(types))],
+                f"e{t}",
+                items[rng.integers(len(items))] if t % 3 else None,
+                9.5 if t % 2 else None,
+            )
+            for t in range(int(rng.integers(1, scorer.max_length + 1)))
+        ]
+        for _ in range(count)
+    ]
+
+
+def test_scoring_process_matches_in_process_scores_and_survives_a_crash(artifact: Path) -> None:
+    local = OnnxScorer.from_directory(artifact, max_length=50)
+    sequences = _random_sequences(local, 70, seed=5)
+    expected = local.score(sequences)
+    process = ScoringProcess()
+    process.start()
+    try:
+        assert process.load(artifact, 50, None) == local.version
+        remote = RemoteScorer(process, local)
+        prefixes = [UserSequence(s).prefix_bytes(len(s)) for s in sequences]
+        for attempt in ("first", "after the child was killed"):
+            got = remote.score(prefixes)
+            for name in ("next_action", "top_scores", "risk", "surprise"):
+                np.testing.assert_allclose(getattr(got, name), getattr(expected, name), atol=1e-6)
+            assert got.top_items == expected.top_items, attempt
+            assert process._proc is not None
+            process._proc.kill()
+            process._proc.wait()
+        with pytest.raises(ScoringFailed, match="KeyError"):
+            process.score("no-such-version", prefixes, local.item_ids)
+        with pytest.raises(ModelRefused, match="scoring process refused"):
+            process.load(artifact.parent / "missing", 50, None)
+    finally:
+        process.stop()
+    assert process._proc is None
 
 
 def test_tampered_model_refused(copy: Path) -> None:
