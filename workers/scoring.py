@@ -1,7 +1,8 @@
 """Scoring sequences in batches: the ``Scorer`` protocol and its onnxruntime implementation.
 
-``score`` is synchronous and CPU/GPU bound; the worker calls it in a thread so the event loop
-keeps consuming while a batch runs (onnxruntime releases the GIL).
+``OnnxScorer.score`` is synchronous and CPU/GPU bound; it runs in the scoring process
+(workers/scoring_process.py), and the worker waits for that process's answer in a thread so
+the event loop keeps consuming while a batch runs.
 """
 
 from __future__ import annotations
