@@ -203,11 +203,13 @@ class Foresight:
             self.sequences.data[key] = value  # the store only: the changelog goes with the batch
             self._remember(key, value, seq)
             prefix = seq.upto(record.event_id)
-            if prefix:
+            if len(prefix) == len(seq.events):  # the usual case: the newest event
+                encoded = value
+            elif prefix:  # a late event: scored on what came before it
                 encoded = seq.prefix_bytes(len(prefix))
             else:  # older than the window: scored alone
                 prefix = [current]
-                encoded = UserSequence(prefix).prefix_bytes(1)
+                encoded = UserSequence(prefix).to_bytes()
             await self.batcher.submit(
                 Job(slot, record, prefix, encoded, message.timestamp or 0.0, value)
             )

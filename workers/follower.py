@@ -1,8 +1,8 @@
 """Hot reload: follow ``models.control`` and swap in verified models between batches.
 
 Every worker must see every announcement, so this is a plain consumer outside the consumer
-group. A candidate is loaded and verified in a thread (sha256 against the announcement and the
-manifest, signature, golden batch), then loaded by the scoring process; only a model that
+group. A candidate's sha256 is checked against the announcement here, then the scoring process loads
+and verifies it (sha256 against the manifest, signature, golden batch); only a model that
 passes replaces the current one, with a single reference assignment that the batcher reads
 once per batch.
 """
@@ -22,7 +22,7 @@ from schemas.kafka_security import aiokafka_kwargs
 from schemas.records import ModelAnnouncement
 from schemas.settings import Settings
 from workers import metrics
-from workers.scoring import OnnxScorer, Scorer
+from workers.scoring import Scorer
 from workers.scoring_process import RemoteScorer, ScoringProcess
 
 log = logging.getLogger(__name__)
@@ -78,11 +78,7 @@ class ModelFollower:
         if expected_sha is not None and model.is_file() and sha256_file(model) != expected_sha:
             raise ModelRefused("model.onnx does not match the announced sha256")
         length, threads = self.settings.max_sequence_length, self.settings.scoring_threads
-        local = OnnxScorer.from_directory(directory, length, threads)  # verifies it here
-        served = self.process.load(directory, length, threads)
-        if served != local.version:
-            raise ModelRefused(f"scoring process loaded {served}, not {local.version}")
-        return RemoteScorer(self.process, local)
+        return RemoteScorer(self.process, self.process.load(directory, length, threads))
 
     async def try_adopt(self, directory: Path, expected_sha: str | None, why: str) -> bool:
         """Load and verify off the event loop; swap only on success."""

@@ -1,12 +1,13 @@
 """Scoring sequences in batches: the ``Scorer`` protocol and its onnxruntime implementation.
 
-``OnnxScorer.score`` is synchronous and CPU/GPU bound; it runs in the scoring process
+``OnnxScorer.run`` is synchronous and CPU/GPU bound; it runs in the scoring process
 (workers/scoring_process.py), and the worker waits for that process's answer in a thread so
 the event loop keeps consuming while a batch runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +32,17 @@ class Scores:
     top_scores: np.ndarray  # [B, k]
     risk: np.ndarray  # [B]
     surprise: np.ndarray  # [B]
+
+
+def scores_from(outputs: dict[str, np.ndarray], item_ids: Sequence[str]) -> Scores:
+    """Name the top items (the model returns their indices into ``item_ids``)."""
+    return Scores(
+        next_action=outputs["next_action"],
+        top_items=[[item_ids[i] for i in row] for row in outputs["top_items"].tolist()],
+        top_scores=outputs["top_scores"],
+        risk=outputs["risk"],
+        surprise=outputs["surprise"],
+    )
 
 
 class Scorer(Protocol):
@@ -60,8 +72,9 @@ class OnnxScorer:
     def from_directory(cls, directory: Path, max_length: int, threads: int | None = None):
         return cls(load_artifact(directory, threads), max_length)
 
-    def score(self, sequences: list[list[SeqEvent]]) -> Scores:
-        """Score in groups of similar length, so short sequences are not padded to the longest.
+    def run(self, sequences: list[list[SeqEvent]]) -> dict[str, np.ndarray]:
+        """The model's outputs, one row per sequence, run in groups of similar length so that
+        short sequences are not padded to the longest.
 
         The network is causal with positions counted from the newest event and padding masked
         out, so a sequence's outputs do not depend on how wide its batch is; what the width does
@@ -86,11 +99,4 @@ class OnnxScorer:
                 if name not in outputs:
                     outputs[name] = np.empty((len(seqs), *values.shape[1:]), values.dtype)
                 outputs[name][rows] = values
-        ids = self.item_ids
-        return Scores(
-            next_action=outputs["next_action"],
-            top_items=[[ids[i] for i in row] for row in outputs["top_items"].tolist()],
-            top_scores=outputs["top_scores"],
-            risk=outputs["risk"],
-            surprise=outputs["surprise"],
-        )
+        return outputs

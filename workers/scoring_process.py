@@ -4,20 +4,24 @@ Measured on the 2-core box: with onnxruntime in a thread of the worker, the scor
 the event loop handed the GIL back and forth so often that the machine sat 40% idle while both
 waited, and one worker topped out near 3,500 events/s; with scoring taken off the loop entirely
 the same loop ran 5,300. So the worker sends each batch's prefixes, already in the sequence
-table's binary encoding, to this child over a pipe and reads the outputs back as raw arrays.
+table's binary encoding, to this child over a pipe and reads the model's outputs back as raw
+arrays.
 
-The protocol is length-prefixed frames on the child's stdin/stdout (no pickle):
+The protocol is length-prefixed frames on the child's stdin/stdout, plain bytes and JSON:
 
-    b"L" + JSON {"directory", "max_length", "threads"}   ->  b"O" + JSON {"version"} | b"E" + why
-    b"S" + version + encoded prefixes                    ->  b"R" + header + arrays  | b"E" + why
+    b"L" + JSON {"directory", "max_length", "threads"}
+        -> b"O" + JSON {"version", "event_types", "item_ids"}  |  b"E" + why it was refused
+    b"S" + version + encoded prefixes  ->  b"R" + shape + arrays  |  b"E" + why it failed
 
-The child keeps the two newest models, so a batch still on the old version can finish after a
-swap. It exits when its stdin closes, which is also what happens when the worker is killed.
+The child loads and verifies each model (the same checks as anywhere: sha256, signature, golden
+batch) and keeps the two newest, so a batch still on the old version can finish after a swap.
+It exits when its stdin closes, which is also what happens when the worker is killed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import struct
 import subprocess
 import sys
@@ -30,7 +34,7 @@ import numpy as np
 import orjson
 
 from models.runtime import ModelRefused
-from workers.scoring import OnnxScorer, Scores
+from workers.scoring import OnnxScorer, Scores, scores_from
 from workers.sequence import UserSequence
 
 log = logging.getLogger(__name__)
@@ -86,49 +90,45 @@ def _decode_prefixes(payload: bytes) -> tuple[str, list[bytes]]:
     return version, blobs
 
 
-def _encode_scores(scores: Scores, item_index: dict[str, int]) -> bytes:
-    top = np.array([[item_index[i] for i in row] for row in scores.top_items], dtype=np.int64)
-    next_action = np.ascontiguousarray(scores.next_action, dtype=np.float32)
-    batch, classes = next_action.shape
+def _encode_outputs(outputs: dict[str, np.ndarray]) -> bytes:
+    top = np.ascontiguousarray(outputs["top_items"], dtype=np.int64)
+    next_action = np.ascontiguousarray(outputs["next_action"], dtype=np.float32)
     return b"".join(
         [
             b"R",
-            _SHAPE.pack(batch, classes, top.shape[1] if top.ndim == 2 else 0),
+            _SHAPE.pack(*next_action.shape, top.shape[1]),
             next_action.tobytes(),
             top.tobytes(),
-            np.ascontiguousarray(scores.top_scores, dtype=np.float32).tobytes(),
-            np.ascontiguousarray(scores.risk, dtype=np.float32).tobytes(),
-            np.ascontiguousarray(scores.surprise, dtype=np.float32).tobytes(),
+            *(
+                np.ascontiguousarray(outputs[name], dtype=np.float32).tobytes()
+                for name in ("top_scores", "risk", "surprise")
+            ),
         ]
     )
 
 
-def decode_scores(payload: bytes, item_ids: tuple[str, ...]) -> Scores:
+def _decode_outputs(payload: bytes) -> dict[str, np.ndarray]:
     batch, classes, k = _SHAPE.unpack_from(payload, 1)
     offset = 1 + _SHAPE.size
 
-    def take(dtype, count: int) -> np.ndarray:
+    def take(dtype, *shape: int) -> np.ndarray:
         nonlocal offset
-        array = np.frombuffer(payload, dtype=dtype, count=count, offset=offset)
+        array = np.frombuffer(payload, dtype=dtype, count=math.prod(shape), offset=offset)
         offset += array.nbytes
-        return array
+        return array.reshape(shape)
 
-    next_action = take(np.float32, batch * classes).reshape(batch, classes)
-    top = take(np.int64, batch * k).reshape(batch, k)
-    top_scores = take(np.float32, batch * k).reshape(batch, k)
-    risk, surprise = take(np.float32, batch), take(np.float32, batch)
-    return Scores(
-        next_action=next_action,
-        top_items=[[item_ids[i] for i in row] for row in top.tolist()],
-        top_scores=top_scores,
-        risk=risk,
-        surprise=surprise,
-    )
+    return {
+        "next_action": take(np.float32, batch, classes),
+        "top_items": take(np.int64, batch, k),
+        "top_scores": take(np.float32, batch, k),
+        "risk": take(np.float32, batch),
+        "surprise": take(np.float32, batch),
+    }
 
 
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     """The child's loop: answer frames until stdin closes."""
-    models: OrderedDict[str, tuple[OnnxScorer, dict[str, int]]] = OrderedDict()
+    models: OrderedDict[str, OnnxScorer] = OrderedDict()
     while (payload := _read(stdin)) is not None:
         try:
             if payload[:1] == b"L":
@@ -136,17 +136,21 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 scorer = OnnxScorer.from_directory(
                     Path(request["directory"]), request["max_length"], request["threads"]
                 )
-                ids = scorer.item_ids
-                models[scorer.version] = (scorer, {item: i for i, item in enumerate(ids)})
+                models[scorer.version] = scorer
                 models.move_to_end(scorer.version)
                 while len(models) > KEPT_MODELS:
                     models.popitem(last=False)
-                reply = b"O" + orjson.dumps({"version": scorer.version})
+                reply = b"O" + orjson.dumps(
+                    {
+                        "version": scorer.version,
+                        "event_types": scorer.event_types,
+                        "item_ids": scorer.item_ids,
+                    }
+                )
             elif payload[:1] == b"S":
                 version, blobs = _decode_prefixes(payload)
-                scorer, index = models[version]
                 sequences = [UserSequence.from_bytes(blob).events for blob in blobs]
-                reply = _encode_scores(scorer.score(sequences), index)
+                reply = _encode_outputs(models[version].run(sequences))
             else:
                 reply = b"E" + f"unknown request {payload[:1]!r}".encode()
         except Exception as exc:  # reported to the worker, which decides what it means
@@ -180,71 +184,75 @@ class ScoringProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
     def _ask(self, payload: bytes) -> bytes:
         """Send one request and read its reply; a dead child is restarted (with the models it
         had) and asked once more."""
         with self._lock:
-            for _attempt in (1, 2):
-                proc = self._proc
-                if proc is None:
-                    raise RuntimeError("scoring process not started")
-                assert proc.stdin is not None and proc.stdout is not None
-                try:
-                    _write(proc.stdin, payload)
-                    reply = _read(proc.stdout)
-                except (BrokenPipeError, ValueError):
-                    reply = None
-                if reply is not None:
-                    return reply
-                log.error("scoring process exited (%s); restarting it", proc.poll())
+            reply = self._exchange(payload)
+            if reply is None:
+                log.error("scoring process exited (%s); restarting it", self._exit_code())
                 self.stop()
                 self.start()
                 for request in self._loaded.values():
-                    if self._request(request)[:1] != b"O":
-                        break
-            raise RuntimeError("scoring process keeps exiting")
+                    self._exchange(request)
+                reply = self._exchange(payload)
+            if reply is None:
+                raise RuntimeError("scoring process exited again after a restart")
+            return reply
 
-    def _request(self, payload: bytes) -> bytes:
+    def _exchange(self, payload: bytes) -> bytes | None:
+        """One request and its reply; None when the child is gone."""
         proc = self._proc
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        _write(proc.stdin, payload)
-        return _read(proc.stdout) or b"E" + b"scoring process exited"
+        if proc is None:
+            raise RuntimeError("scoring process not started")
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            _write(proc.stdin, payload)
+        except (BrokenPipeError, ValueError):
+            return None
+        return _read(proc.stdout)
 
-    def load(self, directory: Path, max_length: int, threads: int | None) -> str:
-        """Load a model in the child (which verifies it again); returns its version."""
+    def _exit_code(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    def load(self, directory: Path, max_length: int, threads: int | None) -> dict:
+        """Load and verify a model in the child; returns its version, event types and item
+        ids, or raises ModelRefused with the child's reason."""
         request = b"L" + orjson.dumps(
             {"directory": str(directory), "max_length": max_length, "threads": threads}
         )
         reply = self._ask(request)
         if reply[:1] != b"O":
-            raise ModelRefused(f"scoring process refused it: {reply[1:].decode()}")
-        version = orjson.loads(reply[1:])["version"]
+            raise ModelRefused(reply[1:].decode())
+        info = orjson.loads(reply[1:])
         with self._lock:
-            self._loaded[version] = request
-            self._loaded.move_to_end(version)
+            self._loaded[info["version"]] = request
             while len(self._loaded) > KEPT_MODELS:
                 self._loaded.popitem(last=False)
-        return version
+        return info
 
-    def score(self, version: str, prefixes: list[bytes], item_ids: tuple[str, ...]) -> Scores:
+    def score(self, version: str, prefixes: list[bytes]) -> dict[str, np.ndarray]:
+        """The model's raw outputs for ``prefixes``; raises ScoringFailed if it raised."""
         reply = self._ask(encode_prefixes(version, prefixes))
         if reply[:1] != b"R":
             raise ScoringFailed(reply[1:].decode())
-        return decode_scores(reply, item_ids)
+        return _decode_outputs(reply)
 
 
 class RemoteScorer:
-    """A verified model as served by the scoring process (what the worker's holder holds)."""
+    """A model as served by the scoring process (what the worker's holder holds)."""
 
-    def __init__(self, process: ScoringProcess, local: OnnxScorer) -> None:
+    def __init__(self, process: ScoringProcess, info: dict) -> None:
         self.process = process
-        self.version = local.version
-        self.event_types = local.event_types
-        self.item_ids = local.item_ids
+        self.version: str = info["version"]
+        self.event_types: tuple[str, ...] = tuple(info["event_types"])
+        self.item_ids: tuple[str, ...] = tuple(info["item_ids"])
 
     def score(self, prefixes: list[bytes]) -> Scores:
-        return self.process.score(self.version, prefixes, self.item_ids)
+        return scores_from(self.process.score(self.version, prefixes), self.item_ids)
 
 
 def main() -> None:

@@ -87,9 +87,7 @@ class UserSequence:
         return _HEADER.pack(FORMAT_VERSION, self.updated_at, count) + b"".join(self.chunks[:count])
 
     def to_bytes(self) -> bytes:
-        return _HEADER.pack(FORMAT_VERSION, self.updated_at, len(self.events)) + b"".join(
-            self.chunks
-        )
+        return self.prefix_bytes(len(self.events))
 
     @staticmethod
     def updated_at_of(raw: bytes) -> float:

@@ -17,7 +17,7 @@ from models.features import pad_batch
 from models.network import NetworkConfig, SequenceTransformer
 from models.runtime import OUTPUTS, ModelRefused, golden_batch, load_artifact, sha256_file
 from tests.helpers import tiny_model
-from workers.scoring import LENGTH_GROUP, OnnxScorer
+from workers.scoring import LENGTH_GROUP, OnnxScorer, scores_from
 from workers.scoring_process import RemoteScorer, ScoringFailed, ScoringProcess
 from workers.sequence import SeqEvent, UserSequence
 
@@ -77,40 +77,6 @@ def test_artifact_loads_and_scores(artifact: Path) -> None:
     }
 
 
-def test_scorer_groups_by_length_without_changing_outputs(artifact: Path) -> None:
-    """The worker's scorer runs sorted length groups; each row must match one padded batch."""
-    scorer = OnnxScorer.from_directory(artifact, max_length=50)
-    rng = np.random.default_rng(3)
-    items, types = scorer.loaded.vocab.items, scorer.event_types
-    sequences = [
-        [
-            SeqEvent(
-                1e9 + 60.0 * t,
-                types[rng.integers(len(types))],
-                f"e{t}",
-                items[rng.integers(len(items))],
-                None,
-            )
-            for t in range(int(rng.integers(1, scorer.max_length + 1)))
-        ]
-        for _ in range(3 * LENGTH_GROUP + 5)
-    ]
-    scores = scorer.score(sequences)
-    width = max(len(s) for s in sequences)
-    reference = scorer.loaded.run(
-        pad_batch(
-            [[scorer.loaded.vocab.item_index(e.item_id) for e in s] for s in sequences],
-            [[types.index(e.type) + 1 for e in s] for s in sequences],
-            [[e.ts for e in s] for s in sequences],
-            length=width,
-        )
-    )
-    for name in ("next_action", "top_scores", "risk", "surprise"):
-        np.testing.assert_allclose(getattr(scores, name), reference[name], atol=1e-5, rtol=1e-4)
-    ids = ("<pad>", "<none>", "<unknown>", *items)
-    assert scores.top_items == [[ids[i] for i in row] for row in reference["top_items"].tolist()]
-
-
 def _random_sequences(scorer: OnnxScorer, count: int, seed: int) -> list[list[SeqEvent]]:
     rng = np.random.default_rng(seed)
     items, types = scorer.loaded.vocab.items, scorer.event_types
@@ -129,16 +95,34 @@ def _random_sequences(scorer: OnnxScorer, count: int, seed: int) -> list[list[Se
     ]
 
 
+def test_scorer_groups_by_length_without_changing_outputs(artifact: Path) -> None:
+    """The scorer runs sorted length groups; each row must match one padded batch."""
+    scorer = OnnxScorer.from_directory(artifact, max_length=50)
+    sequences = _random_sequences(scorer, 3 * LENGTH_GROUP + 5, seed=3)
+    outputs = scorer.run(sequences)
+    reference = scorer.loaded.run(
+        pad_batch(
+            [[scorer.loaded.vocab.item_index(e.item_id) for e in s] for s in sequences],
+            [[scorer.event_types.index(e.type) + 1 for e in s] for s in sequences],
+            [[e.ts for e in s] for s in sequences],
+            length=max(len(s) for s in sequences),
+        )
+    )
+    for name in ("next_action", "top_scores", "risk", "surprise"):
+        np.testing.assert_allclose(outputs[name], reference[name], atol=1e-5, rtol=1e-4)
+    np.testing.assert_array_equal(outputs["top_items"], reference["top_items"])
+
+
 def test_scoring_process_matches_in_process_scores_and_survives_a_crash(artifact: Path) -> None:
     local = OnnxScorer.from_directory(artifact, max_length=50)
     sequences = _random_sequences(local, 70, seed=5)
-    expected = local.score(sequences)
+    expected = scores_from(local.run(sequences), local.item_ids)
     process = ScoringProcess()
     process.start()
     try:
-        assert process.load(artifact, 50, None) == local.version
-        remote = RemoteScorer(process, local)
-        prefixes = [UserSequence(s).prefix_bytes(len(s)) for s in sequences]
+        remote = RemoteScorer(process, process.load(artifact, 50, None))
+        assert (remote.version, remote.event_types) == (local.version, local.event_types)
+        prefixes = [UserSequence(s).to_bytes() for s in sequences]
         for attempt in ("first", "after the child was killed"):
             got = remote.score(prefixes)
             for name in ("next_action", "top_scores", "risk", "surprise"):
@@ -148,8 +132,8 @@ def test_scoring_process_matches_in_process_scores_and_survives_a_crash(artifact
             process._proc.kill()
             process._proc.wait()
         with pytest.raises(ScoringFailed, match="KeyError"):
-            process.score("no-such-version", prefixes, local.item_ids)
-        with pytest.raises(ModelRefused, match="scoring process refused"):
+            process.score("no-such-version", prefixes)
+        with pytest.raises(ModelRefused, match="missing"):
             process.load(artifact.parent / "missing", 50, None)
     finally:
         process.stop()
