@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import faust
 import orjson
 from mode import Service
 
@@ -34,6 +33,7 @@ from schemas.settings import Settings
 from workers import metrics
 from workers.acks import OrderedAcks, Slot
 from workers.batcher import MicroBatcher
+from workers.consumer import EagerDeliveryApp
 from workers.follower import ModelFollower, ModelHolder
 from workers.outputs import (
     AlertPolicy,
@@ -83,7 +83,7 @@ class Foresight:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = s = settings
-        self.app = faust.App(
+        self.app = EagerDeliveryApp(
             s.app_id,
             broker=s.broker,
             broker_credentials=faust_credentials(s),
