@@ -17,7 +17,6 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,7 +123,6 @@ class Foresight:
         )
         self.trend_parts = TrendAccumulator(s.trend_window_seconds)
         self.trends = TrendAggregator(s.trend_window_seconds)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
         self.batcher: MicroBatcher[Job] = MicroBatcher(
             self.score_batch, s.batch_size, s.batch_max_wait_ms
         )
@@ -155,7 +153,7 @@ class Foresight:
                 logging.getLogger(noisy).setLevel(logging.INFO)
         metrics.serve(self.settings.metrics_port)
         await self.publisher.start()
-        self.scoring_process.start()
+        await self.scoring_process.start()
         await self.follower.start(self.load_initial())
         self.batcher.start()
 
@@ -163,8 +161,7 @@ class Foresight:
         await self.batcher.stop()
         await self.follower.stop()
         await self.publisher.stop()
-        self.executor.shutdown(wait=True)
-        self.scoring_process.stop()
+        await self.scoring_process.stop()
 
     def load_initial(self) -> Path | None:
         version = registry.current(self.settings.registry)
@@ -258,19 +255,14 @@ class Foresight:
         """Score one batch off the event loop, publish, and ack once the broker has it all."""
         scorer = await self.holder.wait()  # read once: a swap lands between batches only
         metrics.BATCH_SIZE.observe(len(jobs))
-        began = time.perf_counter()
-        loop = asyncio.get_running_loop()
         try:
-            scores = await loop.run_in_executor(
-                self.executor, scorer.score, [j.encoded for j in jobs]
-            )
+            scores = await scorer.score([j.encoded for j in jobs])
         except Exception as exc:  # a model that fails at run time: dead-letter, keep going
             log.exception("scoring failed")
             reason = f"{type(exc).__name__}: {exc}"
             for j in jobs:
                 await self.reject(j.slot, "score", reason)
             return
-        metrics.INFERENCE.observe(time.perf_counter() - began)
         await self.in_flight.acquire()
         try:
             futures = await self.publish(jobs, scores, scorer.version, scorer.event_types)

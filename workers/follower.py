@@ -73,18 +73,19 @@ class ModelFollower:
         self.task: asyncio.Task | None = None
         self.refusals: list[str] = []
 
-    def _load(self, directory: Path, expected_sha: str | None) -> Scorer:
+    async def _load(self, directory: Path, expected_sha: str | None) -> Scorer:
         model = directory / "model.onnx"
-        if expected_sha is not None and model.is_file() and sha256_file(model) != expected_sha:
-            raise ModelRefused("model.onnx does not match the announced sha256")
+        if expected_sha is not None and model.is_file():
+            loop = asyncio.get_running_loop()
+            if await loop.run_in_executor(None, sha256_file, model) != expected_sha:
+                raise ModelRefused("model.onnx does not match the announced sha256")
         length, threads = self.settings.max_sequence_length, self.settings.scoring_threads
-        return RemoteScorer(self.process, self.process.load(directory, length, threads))
+        return RemoteScorer(self.process, await self.process.load(directory, length, threads))
 
     async def try_adopt(self, directory: Path, expected_sha: str | None, why: str) -> bool:
-        """Load and verify off the event loop; swap only on success."""
-        loop = asyncio.get_running_loop()
+        """Verify (in the scoring process, off the event loop); swap only on success."""
         try:
-            scorer = await loop.run_in_executor(None, self._load, directory, expected_sha)
+            scorer = await self._load(directory, expected_sha)
         except (ModelRefused, OSError, ValueError) as exc:
             metrics.MODEL_REFUSED.inc()
             self.refusals.append(f"{directory.name}: {exc}")

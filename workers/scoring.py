@@ -1,8 +1,8 @@
 """Scoring sequences in batches: the ``Scorer`` protocol and its onnxruntime implementation.
 
 ``OnnxScorer.run`` is synchronous and CPU/GPU bound; it runs in the scoring process
-(workers/scoring_process.py), and the worker waits for that process's answer in a thread so
-the event loop keeps consuming while a batch runs.
+(workers/scoring_process.py), and the worker awaits that process's answer on its event loop,
+which keeps consuming while a batch runs.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Scorer(Protocol):
     version: str
     event_types: tuple[str, ...]
 
-    def score(self, prefixes: list[bytes]) -> Scores: ...
+    async def score(self, prefixes: list[bytes]) -> Scores: ...
 
 
 class OnnxScorer:

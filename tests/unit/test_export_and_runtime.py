@@ -113,30 +113,32 @@ def test_scorer_groups_by_length_without_changing_outputs(artifact: Path) -> Non
     np.testing.assert_array_equal(outputs["top_items"], reference["top_items"])
 
 
-def test_scoring_process_matches_in_process_scores_and_survives_a_crash(artifact: Path) -> None:
+async def test_scoring_process_matches_in_process_scores_and_survives_a_crash(
+    artifact: Path,
+) -> None:
     local = OnnxScorer.from_directory(artifact, max_length=50)
     sequences = _random_sequences(local, 70, seed=5)
     expected = scores_from(local.run(sequences), local.item_ids)
     process = ScoringProcess()
-    process.start()
+    await process.start()
     try:
-        remote = RemoteScorer(process, process.load(artifact, 50, None))
+        remote = RemoteScorer(process, await process.load(artifact, 50, None))
         assert (remote.version, remote.event_types) == (local.version, local.event_types)
         prefixes = [UserSequence(s).to_bytes() for s in sequences]
         for attempt in ("first", "after the child was killed"):
-            got = remote.score(prefixes)
+            got = await remote.score(prefixes)
             for name in ("next_action", "top_scores", "risk", "surprise"):
                 np.testing.assert_allclose(getattr(got, name), getattr(expected, name), atol=1e-6)
             assert got.top_items == expected.top_items, attempt
             assert process._proc is not None
             process._proc.kill()
-            process._proc.wait()
+            await process._proc.wait()
         with pytest.raises(ScoringFailed, match="KeyError"):
-            process.score("no-such-version", prefixes)
+            await process.score("no-such-version", prefixes)
         with pytest.raises(ModelRefused, match="missing"):
-            process.load(artifact.parent / "missing", 50, None)
+            await process.load(artifact.parent / "missing", 50, None)
     finally:
-        process.stop()
+        await process.stop()
     assert process._proc is None
 
 
