@@ -46,7 +46,8 @@ from workers.scoring_process import ScoringProcess
 from workers.sequence import SeqEvent, UserSequence, seq_event
 
 log = logging.getLogger(__name__)
-MAX_IN_FLIGHT_BATCHES = 4
+MAX_IN_FLIGHT_BATCHES = 4  # published, waiting for the broker's acks
+BATCHES_AT_ONCE = 2  # being scored or published
 DECODE_CACHE_USERS = 50_000
 PARTIALS_PER_RECORD = 500  # ~100 KB: well under Kafka's 1 MB record limit
 # Longer means fewer partials, but each flush is a burst of work that holds up scoring.
@@ -124,8 +125,9 @@ class Foresight:
         self.trend_parts = TrendAccumulator(s.trend_window_seconds)
         self.trends = TrendAggregator(s.trend_window_seconds)
         self.batcher: MicroBatcher[Job] = MicroBatcher(
-            self.score_batch, s.batch_size, s.batch_max_wait_ms
+            self.score_batch, s.batch_size, s.batch_max_wait_ms, concurrency=BATCHES_AT_ONCE
         )
+        self._publish_turn: asyncio.Future | None = None  # done when the last batch published
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT_BATCHES)
         self.newest_window = 0.0
         self.acks = OrderedAcks(lambda: self.app.consumer_generation_id, self._committed)
@@ -252,7 +254,19 @@ class Foresight:
         self._ack_when_delivered([slot], [sent])
 
     async def score_batch(self, jobs: list[Job]) -> None:
-        """Score one batch off the event loop, publish, and ack once the broker has it all."""
+        """Score one batch off the event loop, publish, and ack once the broker has it all.
+
+        Two batches are handled at once (the scoring process works on one while the loop
+        publishes the other), so each batch waits for its predecessor's turn to publish:
+        a user's predictions and changelog states stay in order across batches."""
+        previous, turn = self._publish_turn, asyncio.get_running_loop().create_future()
+        self._publish_turn = turn
+        try:
+            await self._score_and_publish(jobs, previous)
+        finally:
+            turn.set_result(None)
+
+    async def _score_and_publish(self, jobs: list[Job], previous: asyncio.Future | None) -> None:
         scorer = await self.holder.wait()  # read once: a swap lands between batches only
         metrics.BATCH_SIZE.observe(len(jobs))
         try:
@@ -260,9 +274,11 @@ class Foresight:
         except Exception as exc:  # a model that fails at run time: dead-letter, keep going
             log.exception("scoring failed")
             reason = f"{type(exc).__name__}: {exc}"
+            await _done(previous)
             for j in jobs:
                 await self.reject(j.slot, "score", reason)
             return
+        await _done(previous)
         await self.in_flight.acquire()
         try:
             futures = await self.publish(jobs, scores, scorer.version, scorer.event_types)
@@ -447,6 +463,12 @@ class _Scoring(Service):
 
     async def on_stop(self) -> None:
         await self.owner.stop_scoring()
+
+
+async def _done(turn: asyncio.Future | None) -> None:
+    """Wait for the previous batch's turn, if there was one."""
+    if turn is not None:
+        await turn
 
 
 def _category(record: Event) -> str | None:

@@ -1,34 +1,43 @@
 """Micro-batching: up to B items or W milliseconds after the first, whichever comes first.
 
 Under load the batch fills to B at once; when idle a lone event waits at most W. A bounded
-queue pushes back on the consumer instead of buffering without limit.
+queue pushes back on the consumer instead of buffering without limit. With ``concurrency`` 2
+the next batch is handed over while the previous one is still being handled, so a scorer in
+another process can work on one batch while the event loop publishes the other (the handler
+keeps its own outputs in order).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class MicroBatcher(Generic[T]):
-    """Collects submitted items and hands them to ``handle`` in batches, one batch at a time."""
+    """Collects submitted items and hands them to ``handle`` in batches, at most
+    ``concurrency`` batches at a time."""
 
     def __init__(
         self,
-        handle: Callable[[list[T]], Awaitable[None]],
+        handle: Callable[[list[T]], Coroutine[Any, Any, None]],
         max_size: int,
         max_wait_ms: float,
         queue_size: int | None = None,
+        concurrency: int = 1,
     ) -> None:
         self.handle = handle
         self.max_size = max_size
         self.max_wait = max_wait_ms / 1000.0
         self.queue: asyncio.Queue[T] = asyncio.Queue(queue_size or 4 * max_size)
+        self.concurrency = concurrency
         self._task: asyncio.Task | None = None
+        self._handling: set[asyncio.Task] = set()
 
     async def submit(self, item: T) -> None:
         """Queue one item; waits when the queue is full (backpressure)."""
@@ -38,12 +47,13 @@ class MicroBatcher(Generic[T]):
         self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        for task in [self._task, *self._handling]:
+            if task:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
 
     async def next_batch(self) -> list[T]:
         """Wait for one item, then take more until the batch is full or the wait is over."""
@@ -65,5 +75,16 @@ class MicroBatcher(Generic[T]):
         return batch
 
     async def _run(self) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
         while True:
-            await self.handle(await self.next_batch())
+            await slots.acquire()  # first, so the batch is taken as late (and as full) as can be
+            batch = await self.next_batch()
+            task = asyncio.get_running_loop().create_task(self.handle(batch))
+            self._handling.add(task)
+            task.add_done_callback(lambda done: self._finished(done, slots))
+
+    def _finished(self, task: asyncio.Task, slots: asyncio.Semaphore) -> None:
+        self._handling.discard(task)
+        slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("handling a batch failed", exc_info=task.exception())

@@ -100,6 +100,28 @@ async def test_batcher_fills_under_load_and_flushes_when_idle() -> None:
     assert [x for b in batches for x in b] == [*range(20), 99]
 
 
+async def test_batcher_hands_over_the_next_batch_while_one_is_handled() -> None:
+    started: list[list[int]] = []
+    running, most = 0, 0
+
+    async def handle(batch: list[int]) -> None:
+        nonlocal running, most
+        started.append(batch)
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+
+    batcher = MicroBatcher(handle, max_size=4, max_wait_ms=10, concurrency=2)
+    for i in range(16):
+        await batcher.submit(i)
+    batcher.start()
+    await asyncio.sleep(0.3)
+    await batcher.stop()
+    assert most == 2
+    assert [x for b in started for x in b] == list(range(16))
+
+
 def test_alert_policy_thresholds_and_cooldown() -> None:
     policy = AlertPolicy(risk_threshold=0.8, surprise_threshold=0.99, cooldown=60)
     assert policy.decide("u", 0.5, 0.5, now=0) == []
