@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from mode.services import WaitResults
 
 from workers.consumer import EagerDeliveryApp, EagerDeliveryConsumer
 
@@ -20,18 +21,20 @@ async def consumer() -> EagerDeliveryConsumer:
     return app.consumer
 
 
-def _tasks_created_during(loop: asyncio.AbstractEventLoop) -> list[str]:
+async def _deliver_counting_tasks(consumer, delivery) -> tuple[WaitResults, list[str]]:
+    """The fetch loop's call, with the tasks it created."""
+    loop = asyncio.get_running_loop()
     created: list[str] = []
-    factory = loop.get_task_factory()
 
     def counting(loop, coro, **kwargs):
         created.append(getattr(coro, "__qualname__", repr(coro)))
-        if factory is not None:
-            return factory(loop, coro, **kwargs)
         return asyncio.Task(coro, loop=loop, **kwargs)
 
     loop.set_task_factory(counting)
-    return created
+    try:
+        return await consumer.wait_first(delivery, consumer.suspend_flow.wait()), created
+    finally:
+        loop.set_task_factory(None)
 
 
 async def test_a_delivery_that_does_not_block_runs_inline(consumer) -> None:
@@ -41,12 +44,7 @@ async def test_a_delivery_that_does_not_block_runs_inline(consumer) -> None:
         delivered.append("message")
         return "done"
 
-    loop = asyncio.get_running_loop()
-    created = _tasks_created_during(loop)
-    try:
-        result = await consumer.wait_first(deliver(), consumer.suspend_flow.wait())
-    finally:
-        loop.set_task_factory(None)
+    result, created = await _deliver_counting_tasks(consumer, deliver())
     assert delivered == ["message"]
     assert result.results == ["done"] and not result.stopped
     assert created == []  # Faust's wait_first would have created four
@@ -105,12 +103,9 @@ async def test_while_the_flow_is_suspended_faust_races_as_before(consumer) -> No
     async def deliver() -> None:
         return None
 
-    loop = asyncio.get_running_loop()
-    created = _tasks_created_during(loop)
     try:
-        result = await consumer.wait_first(deliver(), consumer.suspend_flow.wait())
+        result, created = await _deliver_counting_tasks(consumer, deliver())
     finally:
-        loop.set_task_factory(None)
         consumer.resume_flow()
     assert len(created) == 4  # Faust's wait_first: delivery, suspension, stopped, crashed
     assert result.done
