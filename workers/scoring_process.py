@@ -172,6 +172,7 @@ class ScoringProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._loaded: OrderedDict[str, bytes] = OrderedDict()  # version -> its load request
+        self._interrupted = False  # an exchange was cancelled between request and reply
 
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
@@ -183,35 +184,42 @@ class ScoringProcess:
         )
 
     async def stop(self) -> None:
+        """Close the child's stdin (it exits on that) and read what it still had to say, so
+        its pipes close too; kill it if it takes longer than 10 s."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        assert proc.stdin is not None
-        proc.stdin.close()
         try:
-            await asyncio.wait_for(proc.wait(), 10)
+            await asyncio.wait_for(proc.communicate(), 10)
         except TimeoutError:
             proc.kill()
-            await proc.wait()
+            await proc.communicate()
 
     async def _ask(self, payload: bytes, timer: Histogram | None = None) -> bytes:
         """Send one request and read its reply; a dead child is restarted (with the models it
         had) and asked once more. ``timer`` observes the exchange, not the wait for a turn."""
         async with self._lock:
+            if self._interrupted:  # its reply is still coming and would be read as this one's
+                await self._restart()
             began = time.perf_counter()
             reply = await self._exchange(payload)
             if reply is None:
                 log.error("scoring process exited (%s); restarting it", self._exit_code())
-                await self.stop()
-                await self.start()
-                for request in self._loaded.values():
-                    await self._exchange(request)
+                await self._restart()
                 reply = await self._exchange(payload)
             if reply is None:
                 raise RuntimeError("scoring process exited again after a restart")
             if timer is not None:
                 timer.observe(time.perf_counter() - began)
             return reply
+
+    async def _restart(self) -> None:
+        """A fresh child with the models the last one had."""
+        await self.stop()
+        await self.start()
+        self._interrupted = False
+        for request in self._loaded.values():
+            await self._exchange(request)
 
     async def _exchange(self, payload: bytes) -> bytes | None:
         """One request and its reply; None when the child is gone."""
@@ -226,6 +234,9 @@ class ScoringProcess:
             return await proc.stdout.readexactly(size)
         except (ConnectionError, asyncio.IncompleteReadError):
             return None
+        except asyncio.CancelledError:
+            self._interrupted = True
+            raise
 
     def _exit_code(self) -> int | None:
         return self._proc.returncode if self._proc else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
@@ -125,6 +126,18 @@ async def test_scoring_process_matches_in_process_scores_and_survives_a_crash(
         remote = RemoteScorer(process, await process.load(artifact, 50, None))
         assert (remote.version, remote.event_types) == (local.version, local.event_types)
         prefixes = [UserSequence(s).to_bytes() for s in sequences]
+        # A batch cancelled while the child works on it: its late reply must not be taken
+        # as the next batch's.
+        others = [UserSequence(s).to_bytes() for s in _random_sequences(local, 2000, seed=6)]
+        cancelled = asyncio.ensure_future(remote.score(others))
+        while not process._lock.locked():
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        got = await remote.score(prefixes)
+        np.testing.assert_allclose(got.risk, expected.risk, atol=1e-6)
         for attempt in ("first", "after the child was killed"):
             got = await remote.score(prefixes)
             for name in ("next_action", "top_scores", "risk", "surprise"):
