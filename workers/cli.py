@@ -385,7 +385,7 @@ def bench(n, naive_events, latency_seconds, json_path) -> None:
     """raw consume vs full pipeline vs naive per-event scoring, on the real broker."""
     import orjson
 
-    from workers.bench import markdown, run_bench
+    from workers.bench import markdown, plot_latency, run_bench
 
     s = _settings()
     started = _ensure_local_broker(s)
@@ -398,8 +398,11 @@ def bench(n, naive_events, latency_seconds, json_path) -> None:
     json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     table = markdown(result)
     json_path.with_suffix(".md").write_text(table)
+    plot_latency(result, json_path.with_suffix(".png"))
     click.echo(table)
-    click.echo(f"wrote {json_path} and {json_path.with_suffix('.md')}")
+    click.echo(
+        f"wrote {json_path}, {json_path.with_suffix('.md')} and {json_path.with_suffix('.png')}"
+    )
 
 
 def _ensure_local_broker(s: Settings):

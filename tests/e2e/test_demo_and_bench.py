@@ -10,7 +10,7 @@ from models import registry
 from schemas.settings import Settings
 from tests.conftest import _free_port_pair
 from tests.helpers import synthetic_history, tiny_config
-from workers.bench import markdown, run_bench
+from workers.bench import markdown, plot_latency, run_bench
 from workers.demo import run_demo
 
 
@@ -57,3 +57,9 @@ def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
     assert result["pipeline"]["peak_rss_mb"] > 0
     assert result["machine"]["cores"] >= 1
     assert "| pipeline (1 worker) |" in markdown(result)
+    by_second = result["pipeline"]["latency_by_second"]
+    assert sum(r["events"] for r in by_second) == result["pipeline"]["latency_events"]
+    assert all(r["p50"] <= r["p99"] <= r["max"] for r in by_second)
+    assert "Latency run by second: worst p99" in markdown(result)
+    plot_latency(result, tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

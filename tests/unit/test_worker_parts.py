@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from schemas import decode_event
 from workers.acks import OrderedAcks
 from workers.batcher import MicroBatcher
+from workers.bench import latency_by_second
 from workers.generator import Generator
 from workers.outputs import (
     AlertPolicy,
@@ -262,3 +264,10 @@ def test_publisher_partitions_keys_like_kafkas_default_partitioner() -> None:
         assert _hash_slot(key, len(partitions)) == expected
         assert _hash_slot(key, len(partitions)) == expected  # cached: the same answer
     assert {_hash_slot(None, 6) for _ in range(200)} == set(partitions)  # no key: spread
+
+
+def test_latency_by_second_buckets_by_produce_time() -> None:
+    predicted = np.array([1000.0, 1500.0, 2600.0, 2700.0])
+    latency = np.array([100.0, 200.0, 50.0, 900.0])  # produced at 900, 1300, 2550, 1800
+    rows = latency_by_second(predicted, latency)
+    assert [(r["second"], r["events"], r["max"]) for r in rows] == [(0, 3, 900.0), (1, 1, 50.0)]
