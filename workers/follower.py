@@ -1,10 +1,9 @@
 """Hot reload: follow ``models.control`` and swap in verified models between batches.
 
 Every worker must see every announcement, so this is a plain consumer outside the consumer
-group. A candidate's sha256 is checked against the announcement here, then the scoring process loads
-and verifies it (sha256 against the manifest, signature, golden batch); only a model that
-passes replaces the current one, with a single reference assignment that the batcher reads
-once per batch.
+group. The scoring process loads and verifies a candidate (sha256 against the manifest and the
+announcement, signature, golden batch); only a model that passes replaces the current one,
+with a single reference assignment that the batcher reads once per batch.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from urllib.parse import unquote, urlparse
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from models.runtime import ModelRefused, sha256_file
+from models.runtime import ModelRefused
 from schemas.codec import InvalidRecord, decode
 from schemas.kafka_security import aiokafka_kwargs
 from schemas.records import ModelAnnouncement
@@ -73,19 +72,11 @@ class ModelFollower:
         self.task: asyncio.Task | None = None
         self.refusals: list[str] = []
 
-    async def _load(self, directory: Path, expected_sha: str | None) -> Scorer:
-        model = directory / "model.onnx"
-        if expected_sha is not None and model.is_file():
-            loop = asyncio.get_running_loop()
-            if await loop.run_in_executor(None, sha256_file, model) != expected_sha:
-                raise ModelRefused("model.onnx does not match the announced sha256")
-        length, threads = self.settings.max_sequence_length, self.settings.scoring_threads
-        return RemoteScorer(self.process, await self.process.load(directory, length, threads))
-
     async def try_adopt(self, directory: Path, expected_sha: str | None, why: str) -> bool:
-        """Verify (in the scoring process, off the event loop); swap only on success."""
+        """Verify in the scoring process (off the event loop); swap only on success."""
+        length, threads = self.settings.max_sequence_length, self.settings.scoring_threads
         try:
-            scorer = await self._load(directory, expected_sha)
+            info = await self.process.load(directory, length, threads, expected_sha)
         except (ModelRefused, OSError, ValueError) as exc:
             metrics.MODEL_REFUSED.inc()
             self.refusals.append(f"{directory.name}: {exc}")
@@ -97,7 +88,7 @@ class ModelFollower:
                 self.holder._scorer.version if self.holder._scorer else "none",
             )
             return False
-        self.holder.swap(scorer)
+        self.holder.swap(RemoteScorer(self.process, info))
         return True
 
     async def _adopt_record(self, raw: bytes | None) -> bool:

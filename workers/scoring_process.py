@@ -9,13 +9,14 @@ arrays.
 
 The protocol is length-prefixed frames on the child's stdin/stdout, plain bytes and JSON:
 
-    b"L" + JSON {"directory", "max_length", "threads"}
+    b"L" + JSON {"directory", "max_length", "threads", "sha256" (announced, or null)}
         -> b"O" + JSON {"version", "event_types", "item_ids"}  |  b"E" + why it was refused
     b"S" + version + encoded prefixes  ->  b"R" + shape + arrays  |  b"E" + why it failed
 
 The child loads and verifies each model (the same checks as anywhere: sha256, signature, golden
-batch) and keeps the two newest, so a batch still on the old version can finish after a swap.
-It exits when its stdin closes, which is also what happens when the worker is killed.
+batch, plus the announced sha256 when there is one) and keeps the two newest, so a batch still
+on the old version can finish after a swap. It exits when its stdin closes, which is also what
+happens when the worker is killed.
 """
 
 from __future__ import annotations
@@ -138,6 +139,10 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 scorer = OnnxScorer.from_directory(
                     Path(request["directory"]), request["max_length"], request["threads"]
                 )
+                announced = request.get("sha256")
+                if announced is not None and scorer.loaded.manifest["sha256"] != announced:
+                    # the file matched the manifest, so it is the file that differs
+                    raise ModelRefused("model.onnx does not match the announced sha256")
                 models[scorer.version] = scorer
                 models.move_to_end(scorer.version)
                 while len(models) > KEPT_MODELS:
@@ -241,11 +246,19 @@ class ScoringProcess:
     def _exit_code(self) -> int | None:
         return self._proc.returncode if self._proc else None
 
-    async def load(self, directory: Path, max_length: int, threads: int | None) -> dict:
-        """Load and verify a model in the child; returns its version, event types and item
-        ids, or raises ModelRefused with the child's reason."""
+    async def load(
+        self, directory: Path, max_length: int, threads: int | None, sha256: str | None = None
+    ) -> dict:
+        """Load and verify a model in the child (against ``sha256`` too, if announced);
+        returns its version, event types and item ids, or raises ModelRefused with the
+        child's reason."""
         request = b"L" + orjson.dumps(
-            {"directory": str(directory), "max_length": max_length, "threads": threads}
+            {
+                "directory": str(directory),
+                "max_length": max_length,
+                "threads": threads,
+                "sha256": sha256,
+            }
         )
         reply = await self._ask(request)
         if reply[:1] != b"O":

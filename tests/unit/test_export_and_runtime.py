@@ -150,6 +150,10 @@ async def test_scoring_process_matches_in_process_scores_and_survives_a_crash(
             await process.score("no-such-version", prefixes)
         with pytest.raises(ModelRefused, match="missing"):
             await process.load(artifact.parent / "missing", 50, None)
+        with pytest.raises(ModelRefused, match="announced sha256"):
+            await process.load(artifact, 50, None, "0" * 64)
+        announced = sha256_file(artifact / "model.onnx")
+        assert (await process.load(artifact, 50, None, announced))["version"] == remote.version
     finally:
         await process.stop()
     assert process._proc is None
