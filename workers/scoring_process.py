@@ -52,8 +52,13 @@ class ScoringFailed(RuntimeError):
     """The model raised while scoring a batch (the batch is dead-lettered)."""
 
 
+def _frame(payload: bytes) -> bytes:
+    """A payload with its length in front: what both ends write."""
+    return _FRAME.pack(len(payload)) + payload
+
+
 def _write(stream: IO[bytes], payload: bytes) -> None:
-    stream.write(_FRAME.pack(len(payload)) + payload)
+    stream.write(_frame(payload))
     stream.flush()
 
 
@@ -233,7 +238,7 @@ class ScoringProcess:
             raise RuntimeError("scoring process not started")
         assert proc.stdin is not None and proc.stdout is not None
         try:
-            proc.stdin.write(_FRAME.pack(len(payload)) + payload)
+            proc.stdin.write(_frame(payload))
             await proc.stdin.drain()
             (size,) = _FRAME.unpack(await proc.stdout.readexactly(_FRAME.size))
             return await proc.stdout.readexactly(size)
