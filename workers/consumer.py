@@ -20,7 +20,9 @@ from collections.abc import Coroutine, Generator
 from typing import Any
 
 import faust
+from faust import transport
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TransportT
 from mode.services import WaitResults
 
 
@@ -91,7 +93,10 @@ class EagerDeliveryTransport(faust_aiokafka.Transport):
 
 
 class EagerDeliveryApp(faust.App):
-    """A Faust app whose Kafka consumer delivers eagerly (see the module docstring)."""
+    """A Faust app whose Kafka consumer delivers eagerly (see the module docstring), when the
+    broker URL picks Faust's aiokafka transport; any other transport is Faust's own."""
 
-    def _new_transport(self) -> EagerDeliveryTransport:
+    def _new_transport(self) -> TransportT:
+        if transport.by_url(self.conf.broker_consumer[0]) is not faust_aiokafka.Transport:
+            return super()._new_transport()
         return EagerDeliveryTransport(self.conf.broker_consumer, self)
