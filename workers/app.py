@@ -129,7 +129,7 @@ class Foresight:
         self.batcher: MicroBatcher[Job] = MicroBatcher(
             self.score_batch, s.batch_size, s.batch_max_wait_ms, concurrency=BATCHES_AT_ONCE
         )
-        self._publish_turn: asyncio.Future | None = None  # done when the last batch published
+        self._publish_turn: asyncio.Future  # done once the latest batch has published
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT_BATCHES)
         self.newest_window = 0.0
         self.acks = OrderedAcks(lambda: self.app.consumer_generation_id, self._committed)
@@ -159,6 +159,8 @@ class Foresight:
         await self.publisher.start()
         await self.scoring_process.start()
         await self.follower.start(self.load_initial())
+        self._publish_turn = asyncio.get_running_loop().create_future()
+        self._publish_turn.set_result(None)
         self.batcher.start()
         _tune_gc()
 
@@ -269,7 +271,7 @@ class Foresight:
         finally:
             turn.set_result(None)
 
-    async def _score_and_publish(self, jobs: list[Job], previous: asyncio.Future | None) -> None:
+    async def _score_and_publish(self, jobs: list[Job], previous: asyncio.Future) -> None:
         scorer = await self.holder.wait()  # read once: a swap lands between batches only
         metrics.BATCH_SIZE.observe(len(jobs))
         try:
@@ -277,11 +279,11 @@ class Foresight:
         except Exception as exc:  # a model that fails at run time: dead-letter, keep going
             log.exception("scoring failed")
             reason = f"{type(exc).__name__}: {exc}"
-            await _done(previous)
+            await previous
             for j in jobs:
                 await self.reject(j.slot, "score", reason)
             return
-        await _done(previous)
+        await previous
         await self.in_flight.acquire()
         try:
             futures = await self.publish(jobs, scores, scorer.version, scorer.event_types)
@@ -477,12 +479,6 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
-
-
-async def _done(turn: asyncio.Future | None) -> None:
-    """Wait for the previous batch's turn, if there was one."""
-    if turn is not None:
-        await turn
 
 
 def _category(record: Event) -> str | None:
