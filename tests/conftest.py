@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from models import registry
 from schemas.settings import Settings
+from tests.helpers import synthetic_history, tiny_config
 from workers.local_broker import LocalBroker
 
 
@@ -61,6 +63,18 @@ def settings(kafka: LocalBroker, tmp_path: Path) -> Settings:
         broker_port=kafka.port,
         metrics_port=0,
     )
+
+
+@pytest.fixture
+def served(settings: Settings) -> Settings:
+    """Topics created and a tiny trained model promoted in this test's registry."""
+    from models.pipeline import train_and_register
+
+    version, _ = train_and_register(
+        synthetic_history(), settings.registry, tiny_config(), cold_start_share=None
+    )
+    registry.mark_current(settings.registry, version)
+    return settings
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -9,53 +9,27 @@ import urllib.request
 from pathlib import Path
 
 import orjson
-import pytest
 
 from models import registry
 from schemas import Prediction
-from schemas.codec import decode_event, encode
+from schemas.codec import encode
 from schemas.records import Alert, ModelAnnouncement
 from schemas.settings import Settings
 from tests.conftest import _free_port_pair
 from tests.helpers import synthetic_history, tiny_config
-from tests.worker_harness import TopicReader, WorkerProcess, produce, read_all
-from workers.sequence import UserSequence, seq_event
+from tests.worker_harness import (
+    TYPES,
+    TopicReader,
+    WorkerProcess,
+    event_ids,
+    keyed,
+    offline_sequences,
+    produce,
+    read_all,
+    table_from_changelog,
+    valid_events,
+)
 from workers.topics import create_topics
-
-TYPES = ["view", "click", "add_to_cart", "purchase", "rating", "review", "search", "login"]
-
-
-@pytest.fixture
-def served(settings: Settings) -> Settings:
-    """Topics created and a tiny trained model promoted in this test's registry."""
-    from models.pipeline import train_and_register
-
-    version, _ = train_and_register(
-        synthetic_history(), settings.registry, tiny_config(), cold_start_share=None
-    )
-    registry.mark_current(settings.registry, version)
-    return settings
-
-
-def valid_events(n: int, users: int, seed: int = 0, prefix: str = "e") -> list[dict]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        etype = rng.choice(TYPES)
-        ev = {
-            "event_id": f"{prefix}{i}",
-            "user_id": f"u{rng.randrange(users)}",
-            "type": etype,
-            "ts": 1_700_000_000 + i * 0.5 + rng.random(),
-            "item_id": str(rng.randrange(30)),
-        }
-        if etype == "rating":
-            ev["rating"] = rng.randint(1, 5)
-        if etype == "review":
-            ev["text"] = rng.choice(["great product, love it", "terrible, broken on arrival"])
-        out.append(ev)
-    return out
-
 
 MALFORMED = {  # kind → (bytes maker, expected DLQ stage)
     "undecodable": (lambda i: b"\xff\xfe\x00garbage" + bytes([i % 256]), "decode"),
@@ -87,41 +61,11 @@ MALFORMED = {  # kind → (bytes maker, expected DLQ stage)
 }
 
 
-def offline_sequences(events: list[dict], settings: Settings) -> dict[str, list[str]]:
-    """What the table must hold: the same rules applied to each user's events in order."""
-    seqs: dict[str, UserSequence] = {}
-    for raw in events:
-        e = decode_event(orjson.dumps(raw))
-        seqs.setdefault(e.user_id, UserSequence()).insert(
-            seq_event(e), settings.window_seconds, settings.max_sequence_length
-        )
-    return {u: [e.event_id for e in s.events] for u, s in seqs.items()}
-
-
-async def table_from_changelog(settings: Settings) -> dict[str, list[str]]:
-    latest: dict[bytes, bytes | None] = {}
-    for r in await read_all(settings, f"{settings.app_id}-sequences-changelog"):
-        latest[r.key] = r.value
-    return {
-        k.decode(): [e.event_id for e in UserSequence.from_bytes(v).events]
-        for k, v in latest.items()
-        if v
-    }
-
-
-def _keyed(events: list[dict]) -> list[tuple[bytes, bytes]]:
-    return [(e["user_id"].encode(), orjson.dumps(e)) for e in events]
-
-
-def _event_ids(records) -> set[str]:
-    return {orjson.loads(r.value)["event_id"] for r in records}
-
-
 async def test_ten_thousand_events_with_malformed(served: Settings, tmp_path: Path) -> None:
     s = served
     await create_topics(s)
     events = valid_events(9_900, users=500)
-    stream = _keyed(events)
+    stream = keyed(events)
     rng = random.Random(1)
     expected_stage = {}
     for i in range(100):  # five kinds, twenty each, scattered through the stream
@@ -136,12 +80,12 @@ async def test_ten_thousand_events_with_malformed(served: Settings, tmp_path: Pa
     worker = WorkerProcess(s, tmp_path / "worker.log").start()
     try:
         async with TopicReader(s, s.topic("predictions")) as preds:
-            await preds.until(lambda r: len(_event_ids(r)) >= 9_900, 120, [worker])
+            await preds.until(lambda r: len(event_ids(r)) >= 9_900, 120, [worker])
         dlq = await read_all(s, s.topic("events.dlq"))
         trends = [orjson.loads(r.value) for r in await read_all(s, s.topic("trends"))]
     finally:
         worker.stop()
-    ids = _event_ids(preds.records)
+    ids = event_ids(preds.records)
     assert ids == {e["event_id"] for e in events}
     for r in preds.records[:200]:
         p = Prediction.model_validate_json(r.value)  # outputs honour the published schema
@@ -178,19 +122,19 @@ async def test_kill_nine_twice_loses_nothing(served: Settings, tmp_path: Path) -
     await create_topics(s)
     events = valid_events(6_000, users=300, seed=3)
     worker = WorkerProcess(s, tmp_path / "worker.log").start()
-    feeding = asyncio.create_task(produce(s, s.topic("events"), _keyed(events), rate=1_000))
+    feeding = asyncio.create_task(produce(s, s.topic("events"), keyed(events), rate=1_000))
     try:
         async with TopicReader(s, s.topic("predictions")) as preds:
             for target in (1_500, 3_500):
-                await preds.until(lambda r, t=target: len(_event_ids(r)) >= t, 90, [worker])
+                await preds.until(lambda r, t=target: len(event_ids(r)) >= t, 90, [worker])
                 worker.kill9()
                 worker = WorkerProcess(s, tmp_path / "worker.log").start()
             await feeding
-            await preds.until(lambda r: len(_event_ids(r)) >= len(events), 120, [worker])
+            await preds.until(lambda r: len(event_ids(r)) >= len(events), 120, [worker])
     finally:
         feeding.cancel()
         worker.stop()
-    assert _event_ids(preds.records) == {e["event_id"] for e in events}
+    assert event_ids(preds.records) == {e["event_id"] for e in events}
     assert await table_from_changelog(s) == offline_sequences(events, s)
 
 
@@ -211,14 +155,14 @@ async def test_two_workers_share_partitions(served: Settings, tmp_path: Path) ->
     try:
         await asyncio.sleep(8)  # both join the group before traffic starts
         events = valid_events(4_000, users=400, seed=5)
-        await produce(s, s.topic("events"), _keyed(events))
+        await produce(s, s.topic("events"), keyed(events))
         async with TopicReader(s, s.topic("predictions")) as preds:
-            await preds.until(lambda r: len(_event_ids(r)) >= len(events), 120, workers)
+            await preds.until(lambda r: len(event_ids(r)) >= len(events), 120, workers)
         counts = [_scored(p) for p in ports]
     finally:
         for w in workers:
             w.stop()
-    assert _event_ids(preds.records) == {e["event_id"] for e in events}
+    assert event_ids(preds.records) == {e["event_id"] for e in events}
     assert all(c > 0 for c in counts), counts  # both processes scored a share
 
 
@@ -266,13 +210,13 @@ async def test_bad_models_refused_then_good_adopted(served: Settings, tmp_path: 
 
     try:
         async with TopicReader(s, s.topic("predictions")) as preds:
-            await produce(s, s.topic("events"), _keyed(valid_events(200, 20, prefix="a")))
+            await produce(s, s.topic("events"), keyed(valid_events(200, 20, prefix="a")))
             await preds.until(lambda r: len(r) >= 200, 60, [worker])
             good_sha = sha256_file(s.registry / good / "model.onnx")
             for bad in (announce(corrupt, good_sha), announce(wrong)):
                 await produce(s, control, [bad])  # one at a time: the latest one always wins
                 await asyncio.sleep(2)
-            await produce(s, s.topic("events"), _keyed(valid_events(200, 20, prefix="b")))
+            await produce(s, s.topic("events"), keyed(valid_events(200, 20, prefix="b")))
             await preds.until(lambda r: len(r) >= 400, 60, [worker])
             assert set(versions(preds.records)) == {old}, "a bad model was adopted"
             await produce(s, control, [announce(good)])
@@ -280,7 +224,7 @@ async def test_bad_models_refused_then_good_adopted(served: Settings, tmp_path: 
             k = 0
             while good not in versions(preds.records):
                 assert asyncio.get_running_loop().time() - began < 10, "good model not adopted"
-                await produce(s, s.topic("events"), _keyed(valid_events(20, 5, prefix=f"c{k}")))
+                await produce(s, s.topic("events"), keyed(valid_events(20, 5, prefix=f"c{k}")))
                 k += 1
                 await preds.poll()
     finally:
@@ -330,9 +274,9 @@ async def test_fraud_pattern_alerts_only_the_fraudster(settings: Settings, tmp_p
         )
     worker = WorkerProcess(s, tmp_path / "worker.log").start()
     try:
-        await produce(s, s.topic("events"), _keyed(events))
+        await produce(s, s.topic("events"), keyed(events))
         async with TopicReader(s, s.topic("predictions")) as preds:
-            await preds.until(lambda r: len(_event_ids(r)) >= len(events), 60, [worker])
+            await preds.until(lambda r: len(event_ids(r)) >= len(events), 60, [worker])
         await asyncio.sleep(1)
         alerts = [Alert.model_validate_json(r.value) for r in await read_all(s, s.topic("alerts"))]
     finally:
