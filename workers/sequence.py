@@ -3,6 +3,10 @@
 One table value per user holds their recent events in time order, bounded by a time window and
 a length, plus when it was last updated (for the inactivity sweep). The encoding is a packed
 struct, a fraction of the size of a JSON list, and the same bytes go to the changelog.
+
+Ids are stored with 16-bit byte lengths: the schema allows 128 characters, which is up to 512
+bytes of UTF-8. Format 1 kept them in one byte, so a long non-ASCII id crashed the encoder;
+format 1 values (written before that) are still read.
 """
 
 from __future__ import annotations
@@ -16,10 +20,16 @@ from typing import NamedTuple
 from models.vocab import EVENT_TYPES
 from schemas.records import Event
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _HEADER = struct.Struct("<BdH")  # version, updated_at, count
-_EVENT = struct.Struct("<dBdBB")  # ts, type, price, len(event_id), len(item_id)
+_EVENT = struct.Struct("<dBdHH")  # ts, type, price, len(event_id), len(item_id)
+_NO_ITEM = 0xFFFF  # the item length that means "no item"
+_EVENT_FORMATS = {1: (struct.Struct("<dBdBB"), 0xFF), FORMAT_VERSION: (_EVENT, _NO_ITEM)}
 _TYPE_CODE = {name: i for i, name in enumerate(EVENT_TYPES)}
+
+
+class CorruptSequence(ValueError):
+    """Stored bytes that are not a sequence this module wrote."""
 
 
 class SeqEvent(NamedTuple):
@@ -33,10 +43,14 @@ class SeqEvent(NamedTuple):
 
 
 def _encode(e: SeqEvent) -> bytes:
+    """One event's bytes; raises (struct.error, UnicodeEncodeError, KeyError) on an event the
+    format cannot hold, before anything is changed."""
     eid = e.event_id.encode()
     iid = e.item_id.encode() if e.item_id is not None else b""
     price = math.nan if e.price is None else e.price
-    n_iid = len(iid) if e.item_id is not None else 255
+    n_iid = len(iid) if e.item_id is not None else _NO_ITEM
+    if len(iid) >= _NO_ITEM:
+        raise struct.error(f"item_id of {len(iid)} bytes is too long to store")
     return _EVENT.pack(e.ts, _TYPE_CODE[e.type], price, len(eid), n_iid) + eid + iid
 
 
@@ -60,13 +74,15 @@ class UserSequence:
         """Insert in time order (late events too); False when the event_id is already present.
 
         Afterwards only events within ``window_seconds`` of the newest and at most
-        ``max_length`` of them remain.
+        ``max_length`` of them remain. An event the format cannot hold raises and leaves the
+        sequence exactly as it was.
         """
         if any(e.event_id == event.event_id for e in self.events):
             return False
+        chunk = _encode(event)  # first: a failure must not leave half an insert behind
         position = bisect_right([e.ts for e in self.events], event.ts)
         self.events.insert(position, event)
-        self.chunks.insert(position, _encode(event))
+        self.chunks.insert(position, chunk)
         horizon = self.events[-1].ts - window_seconds
         first = bisect_left([e.ts for e in self.events], horizon)
         first = max(first, len(self.events) - max_length)
@@ -92,32 +108,52 @@ class UserSequence:
     @staticmethod
     def updated_at_of(raw: bytes) -> float:
         """When the stored sequence was last updated, read from the header alone (the
-        inactivity sweep looks at every user and needs nothing else)."""
-        return _HEADER.unpack_from(raw, 0)[1] if raw else 0.0
+        inactivity sweep looks at every user and needs nothing else); 0 for bytes too short
+        to be a sequence, so the sweep expires them."""
+        return _HEADER.unpack_from(raw, 0)[1] if len(raw) >= _HEADER.size else 0.0
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> UserSequence:
+        """Decode a stored sequence; raises CorruptSequence for anything this module did not
+        write (a wrong version, a count that does not match the bytes, bad UTF-8)."""
         if not raw:
             return cls()
+        try:
+            return cls._decode(raw)
+        except (struct.error, UnicodeDecodeError, IndexError) as exc:
+            raise CorruptSequence(f"undecodable sequence: {exc}") from None
+
+    @classmethod
+    def _decode(cls, raw: bytes) -> UserSequence:
         version, updated_at, count = _HEADER.unpack_from(raw, 0)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"sequence format {version} unknown")
+        if version not in _EVENT_FORMATS:
+            raise CorruptSequence(f"sequence format {version} unknown")
+        layout, no_item = _EVENT_FORMATS[version]
         offset, events, chunks = _HEADER.size, [], []
         for _ in range(count):
             start = offset
-            ts, code, price, n_eid, n_iid = _EVENT.unpack_from(raw, offset)
-            offset += _EVENT.size
-            eid = raw[offset : offset + n_eid].decode()
+            ts, code, price, n_eid, n_iid = layout.unpack_from(raw, offset)
+            offset += layout.size
+            eid = _take(raw, offset, n_eid)
             offset += n_eid
             item = None
-            if n_iid != 255:
-                item = raw[offset : offset + n_iid].decode()
+            if n_iid != no_item:
+                item = _take(raw, offset, n_iid)
                 offset += n_iid
-            events.append(
-                SeqEvent(ts, EVENT_TYPES[code], eid, item, None if math.isnan(price) else price)
-            )
-            chunks.append(raw[start:offset])
+            event = SeqEvent(ts, EVENT_TYPES[code], eid, item, None if math.isnan(price) else price)
+            events.append(event)
+            # chunks are always kept in the current format, so a re-encode writes one format
+            chunks.append(raw[start:offset] if version == FORMAT_VERSION else _encode(event))
+        if offset != len(raw):
+            raise CorruptSequence(f"{len(raw) - offset} bytes after {count} events")
         return cls(events, updated_at, chunks)
+
+
+def _take(raw: bytes, offset: int, size: int) -> str:
+    """``size`` bytes of UTF-8 at ``offset``; raises when the value is cut short."""
+    if offset + size > len(raw):
+        raise CorruptSequence(f"an id runs {offset + size - len(raw)} bytes past the end")
+    return raw[offset : offset + size].decode()
 
 
 def seq_event(event: Event) -> SeqEvent:
