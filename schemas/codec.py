@@ -15,7 +15,9 @@ from pydantic import BaseModel, ValidationError
 from schemas.records import Event
 
 MAX_MESSAGE_BYTES = 64 * 1024
-Stage = Literal["decode", "validate", "score", "publish"]
+#: Where a message failed: its bytes, its fields, the user's stored sequence (an event the table
+#: cannot hold), the model, or building its outputs. Each is a ``dlq.stage`` header value.
+Stage = Literal["decode", "validate", "state", "score", "publish"]
 R = TypeVar("R", bound=BaseModel)
 
 

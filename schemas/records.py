@@ -20,6 +20,8 @@ MIN_TS = 631_152_000.0  # 1990-01-01T00:00:00Z
 MAX_TS = 4_102_444_800.0  # 2100-01-01T00:00:00Z
 MAX_TEXT_CHARS = 2_000
 MAX_ATTRS = 16
+#: "category:" and the longest attribute value an event may carry (an item id is shorter).
+MAX_TREND_KEY_CHARS = len("category:") + 256
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 ShortStr = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -173,7 +175,9 @@ class Alert(_Record):
 class Trend(_Record):
     """Windowed activity of one item or category (topic ``trends``)."""
 
-    key: Id = Field(description="item:<id> or category:<name>.")
+    key: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TREND_KEY_CHARS)] = Field(
+        description="item:<id> or category:<name>."
+    )
     window_start: Finite
     window_end: Finite
     volume: Annotated[int, Field(ge=0)]

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from mode import Service
@@ -43,8 +43,9 @@ from workers.outputs import (
     event_sentiment,
 )
 from workers.publisher import Publisher, Record
+from workers.scoring import Scorer, Scores
 from workers.scoring_process import ScoringProcess
-from workers.sequence import SeqEvent, UserSequence, seq_event
+from workers.sequence import CorruptSequence, SeqEvent, UserSequence, seq_event
 
 log = logging.getLogger(__name__)
 MAX_IN_FLIGHT_BATCHES = 4  # published, waiting for the broker's acks
@@ -54,6 +55,8 @@ PARTIALS_PER_RECORD = 500  # ~100 KB: well under Kafka's 1 MB record limit
 # Longer means fewer partials, but each flush is a burst of work that holds up scoring.
 TREND_FLUSH_SECONDS = 1.0
 GC_YOUNG_THRESHOLD = 50_000  # CPython's default is 700
+DLQ_MAX_KEY_BYTES = 64 * 1024
+DLQ_MAX_VALUE_BYTES = 512 * 1024  # inputs over 64 KiB are refused at decode anyway
 
 
 @dataclass(slots=True)
@@ -68,9 +71,38 @@ class Job:
     state: bytes  # the user's sequence after this event, for the changelog
 
 
-def dlq_headers(message, stage: str, error: str) -> list[tuple[str, bytes]]:
-    """Connect-style headers that say where and why a message failed."""
-    return [
+class Failure(NamedTuple):
+    """A job that goes to the DLQ instead of being predicted, and why."""
+
+    job: Job
+    stage: str
+    reason: str
+
+
+class _Rows:
+    """A batch's scores as Python lists, converted once per batch rather than per event."""
+
+    def __init__(self, scores: Scores, scorer: Scorer) -> None:
+        self.version, self.types = scorer.version, scorer.event_types
+        self.next_action = scores.next_action.tolist()
+        self.top_items = scores.top_items
+        self.top_scores = scores.top_scores.tolist()
+        self.risk, self.surprise = scores.risk.tolist(), scores.surprise.tolist()
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def dlq_record(message, stage: str, error: str) -> Record:
+    """The DLQ record of a failed message: its original key and bytes, and Connect-style
+    headers that say where and why it failed.
+
+    A message at the broker's size limit would be refused on the DLQ too (the headers make it
+    larger), and a refusal there would stop the partition, so a key over 64 KiB or a value over
+    512 KiB is cut, with its original size in a ``dlq.key|value.truncated.from`` header;
+    ``dlq.source.*`` still locate the whole original."""
+    headers = [
         ("dlq.stage", stage.encode()),
         ("dlq.error", error[:1000].encode()),
         ("dlq.source.topic", message.topic.encode()),
@@ -78,6 +110,18 @@ def dlq_headers(message, stage: str, error: str) -> list[tuple[str, bytes]]:
         ("dlq.source.offset", str(message.offset).encode()),
         ("dlq.ts", f"{time.time():.3f}".encode()),
     ]
+    key, value = message.key, message.value
+    for name, original, limit in (
+        ("key", key, DLQ_MAX_KEY_BYTES),
+        ("value", value, DLQ_MAX_VALUE_BYTES),
+    ):
+        if original is not None and len(original) > limit:
+            headers.append((f"dlq.{name}.truncated.from", str(len(original)).encode()))
+    return Record(
+        None if key is None else key[:DLQ_MAX_KEY_BYTES],
+        None if value is None else value[:DLQ_MAX_VALUE_BYTES],
+        headers,
+    )
 
 
 class Foresight:
@@ -176,6 +220,8 @@ class Foresight:
 
     # --- the hot path --------------------------------------------------------------------------
     async def ingest(self, stream) -> None:
+        """Every message ends either in a batch or on the DLQ with its stage and reason: a
+        failure while handling one message never stops its partition."""
         expire_topic = self.settings.topic("sequences.expire")
         async for event in stream.noack().events():
             message = event.message
@@ -183,29 +229,40 @@ class Foresight:
             if slot is None:
                 self._ignore(message)
                 continue
-            if message.topic == expire_topic:
-                self._ack_when_delivered([slot], await self._expire(message.key, message.partition))
-                continue
-            metrics.EVENTS_IN.inc()
             try:
-                record = decode_event(event.value)
+                if message.topic == expire_topic:
+                    expired = await self._expire(message.key, message.partition)
+                    self._ack_when_delivered([slot], expired)
+                    continue
+                metrics.EVENTS_IN.inc()
+                job = self.prepare(slot)
             except InvalidRecord as exc:
                 await self.reject(slot, exc.stage, str(exc))
                 continue
-            key = record.user_id.encode()
-            if message.key != key:  # a user's events must share one partition (and one worker)
-                reason = (
-                    f"message key {message.key!r} is not the event's user_id {record.user_id!r}"
-                )
-                await self.reject(slot, "validate", reason)
+            except Exception as exc:  # a bug, not the input's fault: still never a stall
+                log.exception("handling %s failed", message.tp)
+                await self.reject(slot, "state", _reason(exc))
                 continue
+            await self.batcher.submit(job)
+
+    def prepare(self, slot: Slot) -> Job:
+        """Decode, validate and add one event to its user's sequence; the Job to score.
+
+        Raises InvalidRecord (stage decode, validate or state). An event the sequence table
+        cannot hold leaves the user's stored and cached sequence exactly as they were: the
+        store is written last, and the cached copy, which may be half-changed, is dropped."""
+        message = slot.event.message
+        record = decode_event(message.value)
+        key = record.user_id.encode()
+        if message.key != key:  # a user's events must share one partition (and one worker)
+            reason = f"message key {message.key!r} is not the event's user_id {record.user_id!r}"
+            raise InvalidRecord("validate", reason)
+        try:
             seq = self._sequence(key)
             current = seq_event(record)
             seq.insert(current, self.settings.window_seconds, self.settings.max_sequence_length)
             seq.updated_at = time.time()
             value = seq.to_bytes()
-            self.sequences.data[key] = value  # the store only: the changelog goes with the batch
-            self._remember(key, value, seq)
             prefix = seq.upto(record.event_id)
             if len(prefix) == len(seq.events):  # the usual case: the newest event
                 encoded = value
@@ -214,9 +271,12 @@ class Foresight:
             else:  # older than the window: scored alone
                 prefix = [current]
                 encoded = UserSequence(prefix).to_bytes()
-            await self.batcher.submit(
-                Job(slot, record, prefix, encoded, message.timestamp or 0.0, value)
-            )
+            self.sequences.data[key] = value  # the store only: the changelog goes with the batch
+        except Exception as exc:
+            self._decoded.pop(key, None)
+            raise InvalidRecord("state", _reason(exc)) from exc
+        self._remember(key, value, seq)
+        return Job(slot, record, prefix, encoded, message.timestamp or 0.0, value)
 
     def _committed(self, tp) -> int | None:
         """The offset Faust committed (and sought to) for ``tp``; None for none or 0."""
@@ -237,7 +297,15 @@ class Foresight:
         if cached is not None and stored is not None and cached[0] == stored:
             self._decoded.move_to_end(key)
             return cached[1]
-        return UserSequence.from_bytes(stored)
+        try:
+            return UserSequence.from_bytes(stored)
+        except CorruptSequence as exc:
+            # Derived state that cannot be read (format-1 values corrupted by the one-byte id
+            # length bug): refusing this user's events for good would stop them, so the
+            # sequence starts afresh, loudly.
+            log.warning("user %r: stored sequence unreadable (%s); starting it afresh", key, exc)
+            metrics.SEQUENCE_RESETS.inc()
+            return UserSequence()
 
     def _remember(self, key: bytes, value: bytes, seq: UserSequence) -> None:
         self._decoded[key] = (value, seq)
@@ -245,18 +313,20 @@ class Foresight:
         if len(self._decoded) > DECODE_CACHE_USERS:
             self._decoded.popitem(last=False)
 
-    async def send(self, base: str, key: bytes | None, value: bytes, headers=None):
+    async def send(self, base: str, key: bytes | None, value: bytes | None, headers=None):
         """Queue one record on the topic named ``base``; returns its delivery future."""
         return await self.publisher.send(self.settings.topic(base), key, value, headers)
 
     async def reject(self, slot: Slot, stage: str, error: str) -> None:
         """One DLQ record per failed message (original key and bytes, reason in headers);
         the message is acked once that record is on the broker."""
-        message = slot.event.message
+        self._ack_when_delivered([slot], [await self._dead_letter(slot, stage, error)])
+
+    async def _dead_letter(self, slot: Slot, stage: str, error: str) -> asyncio.Future:
+        """Queue the DLQ record of one message; returns its delivery future."""
         metrics.DLQ.labels(stage).inc()
-        headers = dlq_headers(message, stage, error)
-        sent = await self.send("events.dlq", message.key, message.value, headers)
-        self._ack_when_delivered([slot], [sent])
+        record = dlq_record(slot.event.message, stage, error)
+        return await self.send("events.dlq", record.key, record.value, record.headers)
 
     async def score_batch(self, jobs: list[Job]) -> None:
         """Score one batch off the event loop, publish, and ack once the broker has it all.
@@ -274,76 +344,117 @@ class Foresight:
     async def _score_and_publish(self, jobs: list[Job], previous: asyncio.Future) -> None:
         scorer = await self.holder.wait()  # read once: a swap lands between batches only
         metrics.BATCH_SIZE.observe(len(jobs))
-        try:
-            scores = await scorer.score([j.encoded for j in jobs])
-        except Exception as exc:  # a model that fails at run time: dead-letter, keep going
-            log.exception("scoring failed")
-            reason = f"{type(exc).__name__}: {exc}"
-            await previous
-            for j in jobs:
-                await self.reject(j.slot, "score", reason)
-            return
+        scored, scores, failed = await self._score_isolating(scorer, jobs)
+        if failed:
+            first = failed[0].reason
+            log.warning("%d of %d sequences could not be scored: %s", len(failed), len(jobs), first)
         await previous
         await self.in_flight.acquire()
         try:
-            futures = await self.publish(jobs, scores, scorer.version, scorer.event_types)
+            futures, predicted = await self.publish(jobs, scored, scores, failed, scorer)
         except Exception:
             self.in_flight.release()
             raise
-        delivered = self._ack_when_delivered([j.slot for j in jobs], futures, scored=len(jobs))
+        slots = [j.slot for j in jobs]
+        delivered = self._ack_when_delivered(slots, futures, scored=predicted)
         delivered.add_done_callback(lambda _: self.in_flight.release())
 
-    async def publish(self, jobs: list[Job], scores, version: str, types) -> list:
-        """Queue the batch's predictions, alerts and changelog records; returns the futures
-        that say they are all on the broker."""
+    async def _score_isolating(
+        self, scorer: Scorer, jobs: list[Job]
+    ) -> tuple[list[Job], Scores | None, list[Failure]]:
+        """Scores for the jobs that can be scored, and a Failure for each that cannot: a batch
+        the scorer refuses is split in halves until each failing sequence is alone, so one
+        bad sequence costs about 2·log2(batch) extra calls, not its neighbours' predictions."""
+        try:
+            return jobs, await scorer.score([j.encoded for j in jobs]), []
+        except Exception as exc:  # the model or its process failed on something in this batch
+            if len(jobs) == 1:
+                return [], None, [Failure(jobs[0], "score", _reason(exc))]
+        half = len(jobs) // 2
+        parts = [await self._score_isolating(scorer, part) for part in (jobs[:half], jobs[half:])]
+        scored = [job for part in parts for job in part[0]]
+        scores = [part[1] for part in parts if part[1] is not None]
+        return scored, Scores.concat(scores) if scores else None, parts[0][2] + parts[1][2]
+
+    async def publish(
+        self,
+        jobs: list[Job],
+        scored: list[Job],
+        scores: Scores | None,
+        failed: list[Failure],
+        scorer: Scorer,
+    ) -> tuple[list[asyncio.Future], int]:
+        """Queue the batch's changelog records (every job's: each event is in its user's
+        stored sequence, scored or not), the scored jobs' predictions and alerts, and a DLQ
+        record for each job that failed; returns the futures that say they are all on the
+        broker, and how many predictions there are."""
         now = time.time()
-        next_action = scores.next_action.tolist()
-        top_scores = scores.top_scores.tolist()
-        risk, surprise = scores.risk.tolist(), scores.surprise.tolist()
         predictions: list[Record] = []
         alerts: list[Record] = []
-        states: dict[bytes | None, Record] = {}  # the last state per user in this batch wins
-        for i, job in enumerate(jobs):
-            r = job.record
-            message = job.slot.event.message
-            latency_ms = max(0.0, (now - job.produced_at) * 1000.0) if job.produced_at else 0.0
-            value = orjson.dumps(
-                {
-                    "event_id": r.event_id,
-                    "user_id": r.user_id,
-                    "model_version": version,
-                    "ts": r.ts,
-                    "next_action": dict(zip(types, next_action[i], strict=True)),
-                    "top_items": [
-                        {"item_id": item, "score": sc}
-                        for item, sc in zip(scores.top_items[i], top_scores[i], strict=True)
-                    ],
-                    "risk": risk[i],
-                    "surprise": surprise[i],
-                    "sequence_length": len(job.prefix),
-                    "latency_ms": latency_ms,
-                }
+        if scores is not None:
+            rows = _Rows(scores, scorer)
+            for i, job in enumerate(scored):
+                try:  # one job's outputs: if they cannot be built, the job alone is dead-lettered
+                    prediction, job_alerts = self._outputs(job, rows, i, now)
+                except Exception as exc:
+                    log.exception("building the outputs of %s failed", job.record.event_id)
+                    failed = [*failed, Failure(job, "publish", _reason(exc))]
+                    continue
+                predictions.append(prediction)
+                alerts += job_alerts
+        states = {  # the last state per user in this batch wins
+            job.slot.event.message.key: Record(
+                job.slot.event.message.key, job.state, None, job.slot.event.message.partition
             )
-            predictions.append(Record(message.key, value))
-            states[message.key] = Record(message.key, job.state, None, message.partition)
-            metrics.END_TO_END.observe(latency_ms / 1000.0)
-            for kind, score, threshold in self.alerts.decide(r.user_id, risk[i], surprise[i], now):
-                metrics.ALERTS.labels(kind).inc()
-                alert = alert_record(
-                    kind, score, threshold, r.user_id, r.event_id, job.prefix[-5:], version, now
-                )
-                alerts.append(Record(message.key, orjson.dumps(alert)))
-            self.trend_parts.add(
-                r.item_id, _category(r), r.type.value, r.ts, event_sentiment(r.rating, r.text)
-            )
+            for job in jobs
+        }
         publish = self.publisher.send_many
         futures = await publish(self.changelog_topic, states.values())
         for future in futures:
             future.add_done_callback(self._changelog_persisted)
-        futures += await publish(self.settings.topic("predictions"), predictions)
+        if predictions:
+            futures += await publish(self.settings.topic("predictions"), predictions)
         if alerts:
             futures += await publish(self.settings.topic("alerts"), alerts)
-        return futures
+        for failure in failed:
+            futures.append(await self._dead_letter(failure.job.slot, failure.stage, failure.reason))
+        return futures, len(predictions)
+
+    def _outputs(self, job: Job, rows: _Rows, i: int, now: float) -> tuple[Record, list[Record]]:
+        """One scored job's prediction and alerts; adds its trend partial."""
+        r = job.record
+        key = job.slot.event.message.key
+        latency_ms = max(0.0, (now - job.produced_at) * 1000.0) if job.produced_at else 0.0
+        risk, surprise = rows.risk[i], rows.surprise[i]
+        value = orjson.dumps(
+            {
+                "event_id": r.event_id,
+                "user_id": r.user_id,
+                "model_version": rows.version,
+                "ts": r.ts,
+                "next_action": dict(zip(rows.types, rows.next_action[i], strict=True)),
+                "top_items": [
+                    {"item_id": item, "score": sc}
+                    for item, sc in zip(rows.top_items[i], rows.top_scores[i], strict=True)
+                ],
+                "risk": risk,
+                "surprise": surprise,
+                "sequence_length": len(job.prefix),
+                "latency_ms": latency_ms,
+            }
+        )
+        alerts = []
+        for kind, score, threshold in self.alerts.decide(r.user_id, risk, surprise, now):
+            metrics.ALERTS.labels(kind).inc()
+            alert = alert_record(
+                kind, score, threshold, r.user_id, r.event_id, job.prefix[-5:], rows.version, now
+            )
+            alerts.append(Record(key, orjson.dumps(alert)))
+        self.trend_parts.add(
+            r.item_id, _category(r), r.type.value, r.ts, event_sentiment(r.rating, r.text)
+        )
+        metrics.END_TO_END.observe(latency_ms / 1000.0)
+        return Record(key, value), alerts
 
     def _changelog_persisted(self, future: asyncio.Future) -> None:
         """Tell the store how far the changelog is on the broker, as Faust's own changelog
@@ -411,9 +522,12 @@ class Foresight:
     async def merge_trends(self, stream) -> None:
         async for raw in stream:
             closed = []
-            for partial in orjson.loads(raw):
-                self.newest_window = max(self.newest_window, partial["w"])
-                closed += self.trends.add(partial)
+            try:
+                for partial in orjson.loads(raw):
+                    self.newest_window = max(self.newest_window, partial["w"])
+                    closed += self.trends.add(partial)
+            except Exception:  # our own record, so a bug: logged, and the stream goes on
+                log.exception("a trends.partial record could not be merged")
             await self._send_trends(closed)
 
     async def _send_trends(self, trends: list[dict]) -> None:

@@ -9,6 +9,11 @@ REGISTRY = CollectorRegistry()
 EVENTS_IN = Counter("foresight_events_in_total", "Events consumed", registry=REGISTRY)
 SCORED = Counter("foresight_events_scored_total", "Events scored and published", registry=REGISTRY)
 DLQ = Counter("foresight_dlq_total", "Dead-lettered events by stage", ["stage"], registry=REGISTRY)
+SEQUENCE_RESETS = Counter(
+    "foresight_sequence_resets_total",
+    "Stored user sequences that could not be decoded and were started afresh",
+    registry=REGISTRY,
+)
 ALERTS = Counter("foresight_alerts_total", "Alerts published by kind", ["kind"], registry=REGISTRY)
 BATCH_SIZE = Histogram(
     "foresight_batch_size",

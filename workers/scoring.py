@@ -33,6 +33,19 @@ class Scores:
     risk: np.ndarray  # [B]
     surprise: np.ndarray  # [B]
 
+    @staticmethod
+    def concat(parts: list[Scores]) -> Scores:
+        """The rows of several batches' scores, in order (a batch scored in pieces)."""
+        if len(parts) == 1:
+            return parts[0]
+        return Scores(
+            next_action=np.concatenate([p.next_action for p in parts]),
+            top_items=[row for p in parts for row in p.top_items],
+            top_scores=np.concatenate([p.top_scores for p in parts]),
+            risk=np.concatenate([p.risk for p in parts]),
+            surprise=np.concatenate([p.surprise for p in parts]),
+        )
+
 
 def scores_from(outputs: dict[str, np.ndarray], item_ids: Sequence[str]) -> Scores:
     """Name the top items (the model returns their indices into ``item_ids``)."""
