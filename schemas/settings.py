@@ -107,6 +107,16 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(
         60.0, gt=0, description="How often idle users are looked for and expired."
     )
+    publish_timeout_seconds: float = Field(
+        120.0,
+        ge=1,
+        le=3600,
+        description=(
+            "How long an output the broker does not take (an outage, a leader election) is "
+            "retried in place, in order per partition, before the worker gives up and exits "
+            "with code 75 so that its orchestrator restarts it."
+        ),
+    )
     scoring_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads.")
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus port; 0 = off.")
     web_port: int = Field(6066, ge=1, le=65535, description="Faust web port of the worker.")

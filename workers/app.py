@@ -14,8 +14,10 @@ producer (see workers/publisher.py): per-record sends were the largest cost of t
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -57,6 +59,7 @@ TREND_FLUSH_SECONDS = 1.0
 GC_YOUNG_THRESHOLD = 50_000  # CPython's default is 700
 DLQ_MAX_KEY_BYTES = 64 * 1024
 DLQ_MAX_VALUE_BYTES = 512 * 1024  # inputs over 64 KiB are refused at decode anyway
+EXIT_CANNOT_PUBLISH = 75  # EX_TEMPFAIL: restart me; nothing unpublished was committed
 
 
 @dataclass(slots=True)
@@ -158,7 +161,8 @@ class Foresight:
             "sequences", default=None, key_type=bytes, value_type=bytes, partitions=s.partitions
         )
         self.changelog_topic = self.sequences.changelog_topic.get_topic_name()
-        self.publisher = Publisher(s)
+        give_up = functools.partial(_exit_for_restart, s.publish_timeout_seconds)
+        self.publisher = Publisher(s, on_failure=give_up)
         self.holder = ModelHolder()
         self.scoring_process = ScoringProcess()
         self.follower = ModelFollower(s, self.holder, self.scoring_process)
@@ -352,8 +356,9 @@ class Foresight:
         await self.in_flight.acquire()
         try:
             futures, predicted = await self.publish(jobs, scored, scores, failed, scorer)
-        except Exception:
+        except Exception as exc:  # outputs that cannot be queued: the worker cannot go on
             self.in_flight.release()
+            self.publisher.fail(exc)
             raise
         slots = [j.slot for j in jobs]
         delivered = self._ack_when_delivered(slots, futures, scored=predicted)
@@ -474,11 +479,7 @@ class Foresight:
 
         def settle(done: asyncio.Future) -> None:
             if done.cancelled() or done.exception() is not None:
-                log.error(
-                    "publishing failed (%r): these messages stay unacked and will be redelivered",
-                    None if done.cancelled() else done.exception(),
-                )
-                return
+                return  # never acked: the publisher has stopped the worker (see Publisher)
             self.acks.done(*slots)
             metrics.SCORED.inc(scored)
 
@@ -582,6 +583,24 @@ class _Scoring(Service):
 
     async def on_stop(self) -> None:
         await self.owner.stop_scoring()
+
+
+def _exit_for_restart(timeout: float, exc: BaseException) -> None:
+    """The broker has not taken an output for ``timeout`` seconds: exit at once.
+
+    Whatever is not on the broker was never acked, so the committed offsets stand before it and
+    a restarted worker (or the partition's next owner) redelivers it; nothing is lost. Carrying
+    on would leave a gap that freezes the commit point, and a graceful stop would wait on the
+    same broker, so the exit is immediate and says why, with a code that asks for a restart."""
+    log.critical(
+        "the broker has not taken an output for %.0f s (%s); exiting with code %d for a "
+        "restart: nothing unpublished was committed, so it will be redelivered",
+        timeout,
+        _reason(exc),
+        EXIT_CANNOT_PUBLISH,
+    )
+    logging.shutdown()
+    os._exit(EXIT_CANNOT_PUBLISH)
 
 
 def _tune_gc() -> None:

@@ -6,18 +6,26 @@ event loop. Here a batch of outputs is appended to one ``BatchBuilder`` per part
 C record builder) and gets one delivery future per partition. Keys are partitioned exactly as
 Kafka's default partitioner does (murmur2), so a user's records land where a plain producer
 would put them.
+
+A record the broker does not take is retried in place by the producer: aiokafka keeps one
+request in flight per broker and puts a failed batch back at the head of its partition's queue,
+so retries keep the order per partition. It does so until the batch is older than its request
+timeout, which is therefore ``publish_timeout_seconds``. After that nothing can be published in
+order any more, so the first failed delivery calls ``on_failure`` (the worker exits for a
+restart) instead of leaving a silent gap in front of the commit point.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import NamedTuple
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
@@ -25,6 +33,7 @@ from schemas.kafka_security import aiokafka_kwargs
 from schemas.settings import Settings
 
 Headers = list[tuple[str, bytes]]
+RETRY_BACKOFF_MS = 250  # between retries of a batch the broker did not take
 
 
 class Record(NamedTuple):
@@ -41,12 +50,20 @@ class Publisher:
     trends, DLQ and the sequence table's changelog, so their order per partition is the
     order they were sent in."""
 
-    def __init__(self, settings: Settings, linger_ms: int = 5, max_batch_bytes: int = 256 * 1024):
+    def __init__(
+        self,
+        settings: Settings,
+        on_failure: Callable[[BaseException], None],
+        linger_ms: int = 5,
+        max_batch_bytes: int = 256 * 1024,
+    ):
         self.settings = settings
+        self.on_failure = on_failure  # called once, with the first failure
         self.linger_ms = linger_ms
         self.max_batch_bytes = max_batch_bytes
         self._producer: AIOKafkaProducer | None = None
         self._started = asyncio.Event()
+        self._failed = False
 
     async def start(self) -> None:
         """Connect (aiokafka producers must be created inside the running loop)."""
@@ -56,6 +73,8 @@ class Publisher:
             acks="all",
             linger_ms=self.linger_ms,
             max_batch_size=self.max_batch_bytes,
+            request_timeout_ms=int(self.settings.publish_timeout_seconds * 1000),
+            retry_backoff_ms=RETRY_BACKOFF_MS,
         )
         await self._producer.start()
         self._started.set()
@@ -79,7 +98,11 @@ class Publisher:
     ) -> asyncio.Future:
         """Queue one record; returns its delivery future."""
         producer = await self._ready()
-        return await producer.send(topic, value, key=key, headers=headers, partition=partition)
+        with self._fatal_errors():
+            future = await producer.send(
+                topic, value, key=key, headers=headers, partition=partition
+            )
+        return self._watched(future)
 
     async def partitioner(self, topic: str) -> Callable[[bytes | None], int]:
         """key → the partition of ``topic`` a keyed record would go to."""
@@ -101,13 +124,47 @@ class Publisher:
             builder = builders.get(partition)
             if builder is None or not _append(builder, record):
                 if builder is not None:  # full: send it, start the next one
-                    futures.append(await producer.send_batch(builder, topic, partition=partition))
+                    futures.append(await self._send_batch(builder, topic, partition))
                 builder = builders[partition] = producer.create_batch()
-                if not _append(builder, record):
-                    raise MessageSizeTooLargeError(f"a record for {topic} exceeds a whole batch")
+                if not _append(builder, record):  # larger than a batch: it goes on its own
+                    key, value, headers = record.key, record.value, record.headers
+                    futures.append(await self.send(topic, key, value, headers, partition))
         for partition, builder in builders.items():
-            futures.append(await producer.send_batch(builder, topic, partition=partition))
+            futures.append(await self._send_batch(builder, topic, partition))
         return futures
+
+    async def _send_batch(self, builder: BatchBuilder, topic: str, partition: int):
+        producer = await self._ready()
+        with self._fatal_errors():
+            future = await producer.send_batch(builder, topic, partition=partition)
+        return self._watched(future)
+
+    @contextmanager
+    def _fatal_errors(self) -> Iterator[None]:
+        """A client error while queueing (the buffer stayed full for the whole timeout, the
+        producer is closed, a record over the request size) is as final as a failed delivery."""
+        try:
+            yield
+        except KafkaError as exc:
+            self.fail(exc)
+            raise
+
+    def _watched(self, future: asyncio.Future) -> asyncio.Future:
+        future.add_done_callback(self._delivered)
+        return future
+
+    def _delivered(self, future: asyncio.Future) -> None:
+        if future.cancelled():
+            return  # the producer is stopping
+        if (exc := future.exception()) is not None:
+            self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        """Give up: outputs can no longer be published in order (called once, however often
+        it is called)."""
+        if not self._failed:
+            self._failed = True
+            self.on_failure(exc)
 
 
 def _hash_slot(key: bytes | None, count: int) -> int:
