@@ -46,7 +46,7 @@ from workers.outputs import (
 )
 from workers.publisher import Publisher, Record
 from workers.scoring import Scorer, Scores
-from workers.scoring_process import ScoringProcess
+from workers.scoring_process import ScoringFailed, ScoringProcess
 from workers.sequence import CorruptSequence, SeqEvent, UserSequence, seq_event
 
 log = logging.getLogger(__name__)
@@ -368,13 +368,18 @@ class Foresight:
         self, scorer: Scorer, jobs: list[Job]
     ) -> tuple[list[Job], Scores | None, list[Failure]]:
         """Scores for the jobs that can be scored, and a Failure for each that cannot: a batch
-        the scorer refuses is split in halves until each failing sequence is alone, so one
-        bad sequence costs about 2·log2(batch) extra calls, not its neighbours' predictions."""
+        the model raises on is split in halves until each failing sequence is alone, so one
+        bad sequence costs about 2·log2(batch) extra calls, not its neighbours' predictions.
+        (A scoring process that cannot stay up fails the whole batch: bisecting would restart
+        it hundreds of times for nothing.)"""
         try:
             return jobs, await scorer.score([j.encoded for j in jobs]), []
-        except Exception as exc:  # the model or its process failed on something in this batch
+        except ScoringFailed as exc:  # the model raised on something in this batch
             if len(jobs) == 1:
                 return [], None, [Failure(jobs[0], "score", _reason(exc))]
+        except Exception as exc:
+            log.exception("the scoring process failed")
+            return [], None, [Failure(job, "score", _reason(exc)) for job in jobs]
         half = len(jobs) // 2
         parts = [await self._score_isolating(scorer, part) for part in (jobs[:half], jobs[half:])]
         scored = [job for part in parts for job in part[0]]

@@ -16,6 +16,7 @@ import struct
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -29,7 +30,7 @@ from tests.helpers import tiny_model
 from workers.acks import Slot
 from workers.app import Foresight, Job, _Rows, dlq_record
 from workers.scoring import OnnxScorer, scores_from
-from workers.scoring_process import RemoteScorer, ScoringProcess
+from workers.scoring_process import RemoteScorer, ScoringFailed, ScoringProcess
 from workers.sequence import CorruptSequence, SeqEvent, UserSequence
 
 LONG_NON_ASCII = "😀" * 128  # 128 characters, 512 bytes of UTF-8: the schema's limit
@@ -309,3 +310,40 @@ async def test_a_bad_sequence_costs_only_its_own_prediction(
     assert scored == jobs[:20] + jobs[21:]
     assert scores is not None and scores.top_items == alone.top_items
     assert (scores.risk == alone.risk).all()
+
+
+class _Refusing:
+    """A scorer that raises ``error`` whenever a batch holds a refused prefix (a unit fake)."""
+
+    version, event_types = "v", ("view",)
+
+    def __init__(self, error: type[Exception], refused: set[bytes]) -> None:
+        self.error, self.refused, self.calls = error, refused, 0
+
+    async def score(self, prefixes: list[bytes]):
+        self.calls += 1
+        if self.refused & set(prefixes):
+            raise self.error("refused")
+        return scores_from(
+            {
+                "next_action": np.zeros((len(prefixes), 1), np.float32),
+                "top_items": np.zeros((len(prefixes), 1), np.int64),
+                "top_scores": np.zeros((len(prefixes), 1), np.float32),
+                "risk": np.zeros(len(prefixes), np.float32),
+                "surprise": np.zeros(len(prefixes), np.float32),
+            },
+            ["<pad>"],
+        )
+
+
+async def test_bisection_is_for_what_the_model_refuses_not_for_a_dead_process(
+    worker: Foresight,
+) -> None:
+    jobs = [Job(_slot(b"u", b"", i), None, [], b"%d" % i, 0.0, b"") for i in range(256)]
+    model = _Refusing(ScoringFailed, {b"7", b"200"})
+    scored, _, failed = await worker._score_isolating(model, jobs)
+    assert [f.job for f in failed] == [jobs[7], jobs[200]] and len(scored) == 254
+    assert model.calls <= 4 * 8 + 1  # about 2·log2(256) per culprit, not 256
+    dead = _Refusing(RuntimeError, {b"7"})
+    scored, _, failed = await worker._score_isolating(dead, jobs)
+    assert dead.calls == 1 and not scored and len(failed) == 256
