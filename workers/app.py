@@ -37,6 +37,7 @@ from workers.acks import OrderedAcks, Slot
 from workers.batcher import MicroBatcher
 from workers.consumer import EagerDeliveryApp
 from workers.follower import ModelFollower, ModelHolder
+from workers.log_limits import limit_repeats
 from workers.outputs import (
     AlertPolicy,
     TrendAccumulator,
@@ -203,6 +204,7 @@ class Foresight:
         for noisy in ("aiokafka", "faust.transport"):  # debug records cost ~3% of the hot path
             if logging.getLogger(noisy).getEffectiveLevel() < logging.INFO:
                 logging.getLogger(noisy).setLevel(logging.INFO)
+        limit_repeats()
         metrics.serve(self.settings.metrics_port)
         await self.publisher.start()
         await self.scoring_process.start()
