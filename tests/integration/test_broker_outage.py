@@ -79,6 +79,7 @@ async def test_worker_exits_for_a_restart_when_the_broker_stays_away(
             await asyncio.sleep(0.5)
         code = worker.proc.poll() if worker.proc else None
     finally:
+        worker.stop()  # a worker that did not give up must not outlive the test
         await start_broker(kafka)
     assert code == EXIT_CANNOT_PUBLISH, (code, worker.tail())
     assert f"exiting with code {EXIT_CANNOT_PUBLISH}" in worker.tail(20_000)
