@@ -23,10 +23,16 @@ async def produce(
     topic: str,
     records: list[tuple[bytes | None, bytes]],
     rate: float | None = None,
+    timeout_s: float = 40.0,
 ) -> None:
-    """Send (key, value) pairs and wait until the broker has every one."""
+    """Send (key, value) pairs and wait until the broker has every one (each is retried for up
+    to ``timeout_s``, so a producer can outlast a broker restart)."""
     producer = AIOKafkaProducer(
-        **aiokafka_kwargs(settings), acks="all", linger_ms=5, enable_idempotence=True
+        **aiokafka_kwargs(settings),
+        acks="all",
+        linger_ms=5,
+        enable_idempotence=True,
+        request_timeout_ms=int(timeout_s * 1000),
     )
     await producer.start()
     try:
