@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.codec import decode_event
 from schemas.kafka_security import aiokafka_kwargs
@@ -163,9 +164,6 @@ def event_ids(records) -> set[str]:
 async def assert_commits_reach_the_end(settings: Settings, timeout: float = 30.0) -> None:
     """The worker's consumer group commits every partition of ``events`` up to its end: no
     message stopped a partition's commit point."""
-    from aiokafka import TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-
     topic = settings.topic("events")
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
     reader = AIOKafkaConsumer(**aiokafka_kwargs(settings), group_id=None)

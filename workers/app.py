@@ -28,7 +28,7 @@ import orjson
 from mode import Service
 
 from models import registry
-from schemas.codec import InvalidRecord, decode_event
+from schemas.codec import InvalidRecord, Stage, decode_event
 from schemas.kafka_security import faust_credentials
 from schemas.records import Event
 from schemas.settings import Settings
@@ -79,7 +79,7 @@ class Failure(NamedTuple):
     """A job that goes to the DLQ instead of being predicted, and why."""
 
     job: Job
-    stage: str
+    stage: Stage
     reason: str
 
 
@@ -98,7 +98,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def dlq_record(message, stage: str, error: str) -> Record:
+def dlq_record(message, stage: Stage, error: str) -> Record:
     """The DLQ record of a failed message: its original key and bytes, and Connect-style
     headers that say where and why it failed.
 
@@ -323,12 +323,12 @@ class Foresight:
         """Queue one record on the topic named ``base``; returns its delivery future."""
         return await self.publisher.send(self.settings.topic(base), key, value, headers)
 
-    async def reject(self, slot: Slot, stage: str, error: str) -> None:
+    async def reject(self, slot: Slot, stage: Stage, error: str) -> None:
         """One DLQ record per failed message (original key and bytes, reason in headers);
         the message is acked once that record is on the broker."""
         self._ack_when_delivered([slot], [await self._dead_letter(slot, stage, error)])
 
-    async def _dead_letter(self, slot: Slot, stage: str, error: str) -> asyncio.Future:
+    async def _dead_letter(self, slot: Slot, stage: Stage, error: str) -> asyncio.Future:
         """Queue the DLQ record of one message; returns its delivery future."""
         metrics.DLQ.labels(stage).inc()
         record = dlq_record(slot.event.message, stage, error)
@@ -403,6 +403,7 @@ class Foresight:
         now = time.time()
         predictions: list[Record] = []
         alerts: list[Record] = []
+        failed = list(failed)
         if scores is not None:
             rows = _Rows(scores, scorer)
             for i, job in enumerate(scored):
@@ -410,16 +411,14 @@ class Foresight:
                     prediction, job_alerts = self._outputs(job, rows, i, now)
                 except Exception as exc:
                     log.exception("building the outputs of %s failed", job.record.event_id)
-                    failed = [*failed, Failure(job, "publish", _reason(exc))]
+                    failed.append(Failure(job, "publish", _reason(exc)))
                     continue
                 predictions.append(prediction)
                 alerts += job_alerts
-        states = {  # the last state per user in this batch wins
-            job.slot.event.message.key: Record(
-                job.slot.event.message.key, job.state, None, job.slot.event.message.partition
-            )
-            for job in jobs
-        }
+        states: dict[bytes | None, Record] = {}  # the last state per user in this batch wins
+        for job in jobs:
+            message = job.slot.event.message
+            states[message.key] = Record(message.key, job.state, None, message.partition)
         publish = self.publisher.send_many
         futures = await publish(self.changelog_topic, states.values())
         for future in futures:

@@ -124,17 +124,18 @@ class Publisher:
             builder = builders.get(partition)
             if builder is None or not _append(builder, record):
                 if builder is not None:  # full: send it, start the next one
-                    futures.append(await self._send_batch(builder, topic, partition))
+                    futures.append(await self._send_batch(producer, builder, topic, partition))
                 builder = builders[partition] = producer.create_batch()
                 if not _append(builder, record):  # larger than a batch: it goes on its own
                     key, value, headers = record.key, record.value, record.headers
                     futures.append(await self.send(topic, key, value, headers, partition))
         for partition, builder in builders.items():
-            futures.append(await self._send_batch(builder, topic, partition))
+            futures.append(await self._send_batch(producer, builder, topic, partition))
         return futures
 
-    async def _send_batch(self, builder: BatchBuilder, topic: str, partition: int):
-        producer = await self._ready()
+    async def _send_batch(
+        self, producer: AIOKafkaProducer, builder: BatchBuilder, topic: str, partition: int
+    ) -> asyncio.Future:
         with self._fatal_errors():
             future = await producer.send_batch(builder, topic, partition=partition)
         return self._watched(future)
