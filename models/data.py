@@ -111,10 +111,10 @@ def load_event_file(path: Path, labels: Path | None = None) -> History:
 
 
 async def _replay(settings, topic: str) -> list[Event]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from schemas.kafka_security import aiokafka_kwargs
+    from schemas.kafka_security import aiokafka_kwargs, topic_reader
 
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
     await admin.start()
@@ -130,9 +130,7 @@ async def _replay(settings, topic: str) -> list[Event]:
     ]
     if not partitions:
         raise ValueError(f"topic {topic!r} does not exist")
-    consumer = AIOKafkaConsumer(
-        **aiokafka_kwargs(settings), enable_auto_commit=False, group_id=None
-    )
+    consumer = topic_reader(settings)
     await consumer.start()
     try:
         consumer.assign(partitions)

@@ -11,15 +11,16 @@ from pathlib import Path
 
 import orjson
 
+from schemas.internal import INTERNAL_TYPES
 from schemas.records import RECORD_TYPES
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "json"
 
 
 def render() -> dict[str, bytes]:
-    """File name → JSON Schema bytes, for every record type."""
+    """File name → JSON Schema bytes, for every record type, public and internal."""
     out = {}
-    for name, model in RECORD_TYPES.items():
+    for name, model in {**RECORD_TYPES, **INTERNAL_TYPES}.items():
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema"}
         schema.update(model.model_json_schema(mode="validation"))
         out[f"{name}.schema.json"] = (

@@ -55,3 +55,19 @@ def aiokafka_kwargs(settings: Settings) -> dict[str, Any]:
         "bootstrap_servers": settings.bootstrap_servers,
         **credentials_to_aiokafka_auth(faust_credentials(settings)),
     }
+
+
+def topic_reader(settings: Settings, *topics: str, **options: Any) -> Any:
+    """An aiokafka consumer outside any consumer group that reads ``topics`` (or what is
+    assigned to it later) from the earliest offset and commits nothing: how the trainer, the
+    bench, the demo and the tests read a topic's history. Start and stop it yourself."""
+    from aiokafka import AIOKafkaConsumer
+
+    return AIOKafkaConsumer(
+        *topics,
+        **aiokafka_kwargs(settings),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **options,
+    )

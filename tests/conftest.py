@@ -1,7 +1,7 @@
 """Shared fixtures: one real Kafka broker per test session, unique topic names per test.
 
-The broker is the launcher's own (``workers.local_broker``) on free ports with a throwaway state
-directory. If it cannot start, every integration test fails: nothing here skips.
+The broker is the launcher's own (``workers.tools.local_broker``) on free ports with a throwaway
+state directory. If it cannot start, every integration test fails: nothing here skips.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 
 from models import registry
 from schemas.settings import Settings
-from tests.helpers import synthetic_history, tiny_config
-from workers.local_broker import LocalBroker
+from tests.support.helpers import synthetic_history, tiny_config
+from workers.tools.local_broker import LocalBroker
 
 
 def _free_port_pair() -> int:

@@ -34,7 +34,7 @@ def broker() -> None:
 
 
 def _local_broker(s: Settings | None = None):
-    from workers.local_broker import for_settings
+    from workers.tools.local_broker import for_settings
 
     return for_settings(s or _settings())
 
@@ -42,7 +42,7 @@ def _local_broker(s: Settings | None = None):
 @broker.command("start")
 def broker_start() -> None:
     """Fetch jars once, format storage once, start, and wait until it answers."""
-    from workers.local_broker import BrokerError
+    from workers.tools.local_broker import BrokerError
 
     b = _local_broker()
     try:
@@ -64,7 +64,7 @@ def broker_stop() -> None:
 @broker.command("status")
 def broker_status() -> None:
     """Print the bootstrap address if the local broker runs (exit 1 if not)."""
-    from workers.local_broker import answers
+    from workers.tools.local_broker import answers
 
     b = _local_broker()
     if answers(b.bootstrap):
@@ -83,7 +83,7 @@ def topics() -> None:
 @topics.command("create")
 def topics_create() -> None:
     """Create every topic idempotently (configured partitions; models.control compacted)."""
-    from workers.topics import create_topics
+    from workers.kafka.topics import create_topics
 
     for name, outcome in asyncio.run(create_topics(_settings())).items():
         click.echo(f"{outcome:8} {name}")
@@ -92,7 +92,7 @@ def topics_create() -> None:
 @topics.command("list")
 def topics_list() -> None:
     """Show Foresight's topics and their partition counts."""
-    from workers.topics import list_topics
+    from workers.kafka.topics import list_topics
 
     for name, parts in asyncio.run(list_topics(_settings())).items():
         click.echo(f"{name:32} {'missing' if parts is None else f'{parts} partitions'}")
@@ -104,7 +104,7 @@ def topics_list() -> None:
 def worker(loglevel: str) -> None:
     """Run one stream worker (start more for more partitions; they share one consumer group)."""
     from workers.app import run_worker
-    from workers.topics import create_topics
+    from workers.kafka.topics import create_topics
 
     s = _settings()
     asyncio.run(create_topics(s))
@@ -312,8 +312,8 @@ def generate(n, users, items, fraud_rate, seed, out, labels) -> None:
     """Synthetic e-commerce events with labelled fraud, deterministic by seed."""
     import orjson
 
-    from workers.generator import Generator
-    from workers.replay import replay
+    from workers.tools.generator import Generator
+    from workers.tools.produce import replay
 
     pairs = list(Generator(users, items, fraud_rate, seed).events(n))
     if labels:
@@ -356,7 +356,7 @@ def generate(n, users, items, fraud_rate, seed, out, labels) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 def replay_command(source, limit, rate, speedup, seed) -> None:
     """Produce events from a dataset, a file or the generator to the events topic."""
-    from workers.replay import replay, source_events
+    from workers.tools.produce import replay, source_events
 
     events, total = source_events(source, limit, seed)
     stats = asyncio.run(replay(_settings(), events, total, rate, speedup))
@@ -385,7 +385,7 @@ def bench(n, naive_events, latency_seconds, json_path) -> None:
     """raw consume vs full pipeline vs naive per-event scoring, on the real broker."""
     import orjson
 
-    from workers.bench import markdown, plot_latency, run_bench
+    from workers.tools.bench import markdown, plot_latency, run_bench
 
     s = _settings()
     started = _ensure_local_broker(s)
@@ -406,7 +406,7 @@ def bench(n, naive_events, latency_seconds, json_path) -> None:
 
 
 def _ensure_local_broker(s: Settings):
-    from workers.local_broker import BrokerError, ensure_running
+    from workers.tools.local_broker import BrokerError, ensure_running
 
     try:
         return ensure_running(s)
@@ -440,7 +440,7 @@ def demo(n, rate, epochs, live, workdir) -> None:
     """The main job end to end: broker, topics, model, worker, live traffic, summary."""
     import orjson
 
-    from workers.demo import run_demo
+    from workers.tools.demo import run_demo
 
     s = _settings()
     ml = s.ml100k_path if (s.ml100k_path / "u.data").exists() else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry()
@@ -51,3 +53,14 @@ def serve(port: int) -> None:
     """Expose /metrics on ``port`` (0 = off)."""
     if port:
         start_http_server(port, registry=REGISTRY)
+
+
+async def report_lag(consumer: Any, topic: str) -> None:
+    """Set the lag gauge of each assigned partition of ``topic`` (highwater - position)."""
+    for tp in consumer.assignment():
+        if tp.topic != topic:
+            continue
+        highwater = consumer.highwater(tp)
+        position = await consumer.position(tp)
+        if highwater is not None and position is not None:
+            LAG.labels(str(tp.partition)).set(max(0, highwater - position))

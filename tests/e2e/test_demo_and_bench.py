@@ -9,9 +9,9 @@ from pathlib import Path
 from models import registry
 from schemas.settings import Settings
 from tests.conftest import _free_port_pair
-from tests.helpers import synthetic_history, tiny_config
-from workers.bench import markdown, plot_latency, run_bench
-from workers.demo import run_demo
+from tests.support.helpers import synthetic_history, tiny_config
+from workers.tools.bench import markdown, plot_latency, run_bench
+from workers.tools.demo import run_demo
 
 
 def _children_of(pid: int) -> list[int]:

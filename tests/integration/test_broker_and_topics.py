@@ -11,8 +11,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from schemas.kafka_security import aiokafka_kwargs
 from schemas.settings import TOPIC_BASES, Settings
-from workers.local_broker import LocalBroker, answers
-from workers.topics import create_topics, list_topics
+from workers.kafka.topics import create_topics, list_topics
+from workers.tools.local_broker import LocalBroker, answers
 
 
 def test_broker_answers_metadata(kafka: LocalBroker) -> None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from schemas.settings import Settings
-from tests.worker_harness import (
+from tests.support.worker_harness import (
     TopicReader,
     WorkerProcess,
     assert_commits_reach_the_end,
@@ -20,9 +20,9 @@ from tests.worker_harness import (
     table_from_changelog,
     valid_events,
 )
-from workers.app import EXIT_CANNOT_PUBLISH
-from workers.local_broker import LocalBroker
-from workers.topics import create_topics
+from workers.kafka.publisher import EXIT_CANNOT_PUBLISH
+from workers.kafka.topics import create_topics
+from workers.tools.local_broker import LocalBroker
 
 
 async def stop_broker(kafka: LocalBroker) -> None:

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from schemas import Event, EventType, decode_event, encode
 from schemas.kafka_security import aiokafka_kwargs
 from schemas.settings import Settings
-from workers.topics import create_topics
+from workers.kafka.topics import create_topics
 
 N_EVENTS = 10_000
 N_USERS = 200

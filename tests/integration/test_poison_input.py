@@ -13,7 +13,7 @@ import orjson
 from models.vocab import EVENT_TYPES
 from schemas.records import MAX_TS, MIN_TS
 from schemas.settings import Settings
-from tests.worker_harness import (
+from tests.support.worker_harness import (
     TopicReader,
     WorkerProcess,
     assert_commits_reach_the_end,
@@ -25,7 +25,7 @@ from tests.worker_harness import (
     table_from_changelog,
     valid_events,
 )
-from workers.topics import create_topics
+from workers.kafka.topics import create_topics
 
 WIDE = "😀" * 128  # 128 characters, 512 bytes: at the schema's limit
 

@@ -11,9 +11,9 @@ from models.data import load
 from schemas.codec import decode
 from schemas.records import ModelAnnouncement
 from schemas.settings import Settings
-from tests.helpers import tiny_model
-from tests.worker_harness import produce, read_all
-from workers.topics import create_topics
+from tests.support.helpers import tiny_model
+from tests.support.worker_harness import produce, read_all
+from workers.kafka.topics import create_topics
 
 
 async def test_topic_replay_reads_everything_once(settings: Settings) -> None:

@@ -16,8 +16,8 @@ from schemas.codec import encode
 from schemas.records import Alert, ModelAnnouncement
 from schemas.settings import Settings
 from tests.conftest import _free_port_pair
-from tests.helpers import synthetic_history, tiny_config
-from tests.worker_harness import (
+from tests.support.helpers import synthetic_history, tiny_config
+from tests.support.worker_harness import (
     TYPES,
     TopicReader,
     WorkerProcess,
@@ -29,7 +29,7 @@ from tests.worker_harness import (
     table_from_changelog,
     valid_events,
 )
-from workers.topics import create_topics
+from workers.kafka.topics import create_topics
 
 MALFORMED = {  # kind → (bytes maker, expected DLQ stage)
     "undecodable": (lambda i: b"\xff\xfe\x00garbage" + bytes([i % 256]), "decode"),

@@ -21,8 +21,8 @@ from models import registry
 from models.pipeline import train_and_register
 from schemas.settings import Settings
 from tests.conftest import _free_port_pair
-from tests.helpers import synthetic_history, tiny_config
-from tests.worker_harness import (
+from tests.support.helpers import synthetic_history, tiny_config
+from tests.support.worker_harness import (
     TopicReader,
     WorkerProcess,
     assert_commits_reach_the_end,
@@ -33,8 +33,8 @@ from tests.worker_harness import (
     table_from_changelog,
     valid_events,
 )
-from workers.local_broker import LocalBroker
-from workers.topics import create_topics
+from workers.kafka.topics import create_topics
+from workers.tools.local_broker import LocalBroker
 
 OUTAGES = ((2_500, 5.0), (6_000, 45.0))  # (predictions seen, seconds down)
 

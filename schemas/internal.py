@@ -1,0 +1,49 @@
+"""Formats the worker exchanges with other workers and with operators, not with subscribers.
+
+They are contracts all the same: during a rolling upgrade old and new workers read each
+other's ``trends.partial`` records, and DLQ tooling reads the ``dlq.*`` headers.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from schemas.records import MAX_TREND_KEY_CHARS, Finite
+
+
+class TrendPartial(BaseModel):
+    """One worker's additive aggregate of one trend key in one window (topic
+    ``trends.partial``, sent as a JSON list of these, one list per partition per flush); the
+    worker that owns the key merges them into a :class:`~schemas.records.Trend`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TREND_KEY_CHARS)] = Field(
+        description="item:<id> or category:<name>."
+    )
+    window_start: Finite = Field(description="Start of the event-time window, epoch seconds.")
+    volume: Annotated[int, Field(ge=0)] = Field(description="Events in the window.")
+    counts: dict[str, Annotated[int, Field(ge=0)]] = Field(description="Events by type.")
+    sentiment_sum: Finite = Field(description="Sum of the events' sentiments in [-1, 1].")
+    sentiment_count: Annotated[int, Field(ge=0)] = Field(
+        description="Events that carried a sentiment (rating or opinion words)."
+    )
+
+
+#: Headers of a DLQ record (Kafka Connect's convention): where the original message came from
+#: and why it failed. Its key and value are the original's (cut to the limits below).
+DLQ_STAGE = "dlq.stage"  # one of schemas.codec.Stage
+DLQ_ERROR = "dlq.error"  # the reason, at most DLQ_MAX_ERROR_CHARS
+DLQ_SOURCE_TOPIC = "dlq.source.topic"
+DLQ_SOURCE_PARTITION = "dlq.source.partition"
+DLQ_SOURCE_OFFSET = "dlq.source.offset"
+DLQ_TS = "dlq.ts"  # when it was dead-lettered, epoch seconds
+DLQ_TRUNCATED_FROM = "dlq.{part}.truncated.from"  # part key|value: its size before the cut
+DLQ_MAX_ERROR_CHARS = 1000
+DLQ_MAX_KEY_BYTES = 64 * 1024
+DLQ_MAX_VALUE_BYTES = 512 * 1024  # inputs over 64 KiB are refused at decode anyway
+
+#: Internal record types, by the name of their JSON Schema file.
+INTERNAL_TYPES: dict[str, type[BaseModel]] = {"trend_partial": TrendPartial}

@@ -1,0 +1,235 @@
+"""Export parity, and the runtime loader refusing anything not exactly right."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import orjson
+import pytest
+import torch
+
+from models import registry
+from models.export import export_onnx, parity
+from models.features import pad_batch
+from models.network import NetworkConfig, SequenceTransformer
+from models.runtime import OUTPUTS, ModelRefused, golden_batch, load_artifact, sha256_file
+from tests.support.helpers import tiny_model
+from workers.pipeline.sequence import SeqEvent, UserSequence
+from workers.scoring.process import RemoteScorer, ScoringFailed, ScoringProcess
+from workers.scoring.scorer import LENGTH_GROUP, OnnxScorer, scores_from
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory) -> Path:
+    reg = tmp_path_factory.mktemp("registry")
+    return reg / tiny_model(reg)
+
+
+@pytest.fixture
+def copy(artifact: Path, tmp_path: Path) -> Path:
+    target = tmp_path / artifact.name
+    shutil.copytree(artifact, target)
+    return target
+
+
+def _rewrite_sha(directory: Path) -> None:
+    manifest = orjson.loads((directory / "manifest.json").read_bytes())
+    manifest["sha256"] = sha256_file(directory / "model.onnx")
+    (directory / "manifest.json").write_bytes(orjson.dumps(manifest))
+
+
+def test_export_parity_on_dynamic_shapes(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = NetworkConfig(n_items=40, n_types=13, hidden=32, layers=2, heads=2, top_k=7)
+    net = SequenceTransformer(cfg, torch.randn(40, 384) * 0.05, torch.ones(40)).eval()
+    serving = export_onnx(net, np.linspace(0, 12, 101), tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    for batch, length in ((1, 2), (7, 30), (64, 50)):
+        b = {
+            "item_ids": rng.integers(3, 40, (batch, length)),
+            "event_types": rng.integers(1, 13, (batch, length)),
+            "time_gaps": rng.integers(0, 32, (batch, length)),
+        }
+        b["item_ids"][0, : length // 2] = 0
+        b["event_types"][0, : length // 2] = 0
+        assert parity(serving, tmp_path / "m.onnx", b) <= 1e-4
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    assert model.opset_import[0].version >= 17
+
+
+def test_artifact_loads_and_scores(artifact: Path) -> None:
+    loaded = load_artifact(artifact)
+    manifest = orjson.loads((artifact / "manifest.json").read_bytes())
+    assert loaded.provider == "CPUExecutionProvider"
+    assert manifest["parity_max_abs_diff"] <= 1e-4
+    out = loaded.run(golden_batch(loaded.vocab, batch=4, length=6))
+    assert set(out) == set(OUTPUTS)
+    assert out["top_items"].shape == (4, manifest["top_k"])
+    assert {p.name for p in artifact.iterdir()} >= {
+        "model.onnx",
+        "manifest.json",
+        "vocab.json",
+        "report.json",
+        "report.png",
+    }
+
+
+def _random_sequences(scorer: OnnxScorer, count: int, seed: int) -> list[list[SeqEvent]]:
+    rng = np.random.default_rng(seed)
+    items, types = scorer.loaded.vocab.items, scorer.event_types
+    return [
+        [
+            SeqEvent(
+                1e9 + 60.0 * t,
+                types[rng.integers(len(types))],
+                f"e{t}",
+                items[rng.integers(len(items))] if t % 3 else None,
+                9.5 if t % 2 else None,
+            )
+            for t in range(int(rng.integers(1, scorer.max_length + 1)))
+        ]
+        for _ in range(count)
+    ]
+
+
+def test_scorer_groups_by_length_without_changing_outputs(artifact: Path) -> None:
+    """The scorer runs sorted length groups; each row must match one padded batch."""
+    scorer = OnnxScorer.from_directory(artifact, max_length=50)
+    sequences = _random_sequences(scorer, 3 * LENGTH_GROUP + 5, seed=3)
+    outputs = scorer.run(sequences)
+    reference = scorer.loaded.run(
+        pad_batch(
+            [[scorer.loaded.vocab.item_index(e.item_id) for e in s] for s in sequences],
+            [[scorer.event_types.index(e.type) + 1 for e in s] for s in sequences],
+            [[e.ts for e in s] for s in sequences],
+            length=max(len(s) for s in sequences),
+        )
+    )
+    for name in ("next_action", "top_scores", "risk", "surprise"):
+        np.testing.assert_allclose(outputs[name], reference[name], atol=1e-5, rtol=1e-4)
+    np.testing.assert_array_equal(outputs["top_items"], reference["top_items"])
+
+
+async def test_scoring_process_matches_in_process_scores_and_survives_a_crash(
+    artifact: Path,
+) -> None:
+    local = OnnxScorer.from_directory(artifact, max_length=50)
+    sequences = _random_sequences(local, 70, seed=5)
+    expected = scores_from(local.run(sequences), local.item_ids)
+    process = ScoringProcess()
+    await process.start()
+    try:
+        remote = RemoteScorer(process, await process.load(artifact, 50, None))
+        assert (remote.version, remote.event_types) == (local.version, local.event_types)
+        prefixes = [UserSequence(s).to_bytes() for s in sequences]
+        # A batch cancelled while the child works on it: its late reply must not be taken
+        # as the next batch's.
+        others = [UserSequence(s).to_bytes() for s in _random_sequences(local, 2000, seed=6)]
+        cancelled = asyncio.ensure_future(remote.score(others))
+        while not process._lock.locked():
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        got = await remote.score(prefixes)
+        np.testing.assert_allclose(got.risk, expected.risk, atol=1e-6)
+        for attempt in ("first", "after the child was killed"):
+            got = await remote.score(prefixes)
+            for name in ("next_action", "top_scores", "risk", "surprise"):
+                np.testing.assert_allclose(getattr(got, name), getattr(expected, name), atol=1e-6)
+            assert got.top_items == expected.top_items, attempt
+            assert process._proc is not None
+            process._proc.kill()
+            await process._proc.wait()
+        with pytest.raises(ScoringFailed, match="KeyError"):
+            await process.score("no-such-version", prefixes)
+        with pytest.raises(ModelRefused, match="missing"):
+            await process.load(artifact.parent / "missing", 50, None)
+        with pytest.raises(ModelRefused, match="announced sha256"):
+            await process.load(artifact, 50, None, "0" * 64)
+        announced = sha256_file(artifact / "model.onnx")
+        assert (await process.load(artifact, 50, None, announced))["version"] == remote.version
+    finally:
+        await process.stop()
+    assert process._proc is None
+
+
+def test_tampered_model_refused(copy: Path) -> None:
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelRefused, match="sha256"):
+        load_artifact(copy)
+
+
+def test_truncated_model_refused_even_with_matching_sha(copy: Path) -> None:
+    data = (copy / "model.onnx").read_bytes()
+    (copy / "model.onnx").write_bytes(data[: len(data) // 3])
+    _rewrite_sha(copy)
+    with pytest.raises(ModelRefused, match=r"parse|session|golden"):
+        load_artifact(copy)
+
+
+def test_wrong_signature_refused(copy: Path) -> None:
+    model = onnx.load(str(copy / "model.onnx"))
+    old = model.graph.output[3].name
+    model.graph.output[3].name = "fraud"
+    for node in model.graph.node:
+        node.output[:] = ["fraud" if o == old else o for o in node.output]
+    onnx.save(model, str(copy / "model.onnx"))
+    _rewrite_sha(copy)
+    with pytest.raises(ModelRefused, match="signature"):
+        load_artifact(copy)
+
+
+def test_manifest_declaring_other_outputs_refused(copy: Path) -> None:
+    manifest = orjson.loads((copy / "manifest.json").read_bytes())
+    manifest["outputs"] = manifest["outputs"][:-1]
+    (copy / "manifest.json").write_bytes(orjson.dumps(manifest))
+    with pytest.raises(ModelRefused, match="contract"):
+        load_artifact(copy)
+
+
+def test_unknown_files_refused(copy: Path) -> None:
+    (copy / "model.pt").write_bytes(b"not loaded")
+    with pytest.raises(ModelRefused, match="not an artifact file"):
+        load_artifact(copy)
+
+
+def test_external_data_refused(copy: Path) -> None:
+    model = onnx.load(str(copy / "model.onnx"))
+    onnx.save(
+        model,
+        str(copy / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.data",
+        size_threshold=0,
+    )
+    _rewrite_sha(copy)
+    with pytest.raises(ModelRefused, match="external"):
+        load_artifact(copy)
+
+
+def test_custom_op_refused(copy: Path) -> None:
+    model = onnx.load(str(copy / "model.onnx"))
+    model.graph.node[0].domain = "com.evil"
+    model.opset_import.append(onnx.helper.make_opsetid("com.evil", 1))
+    onnx.save(model, str(copy / "model.onnx"))
+    _rewrite_sha(copy)
+    with pytest.raises(ModelRefused, match="custom"):
+        load_artifact(copy)
+
+
+def test_promote_marks_current(copy: Path) -> None:
+    reg = copy.parent
+    assert registry.current(reg) is None
+    record = registry.promote(reg, copy.name)
+    assert registry.current(reg) == copy.name
+    assert record.sha256 == sha256_file(copy / "model.onnx")
+    assert registry.versions(reg) == [copy.name]

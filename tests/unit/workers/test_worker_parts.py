@@ -1,0 +1,279 @@
+"""The worker's pure parts: sequence state, micro-batcher, alert policy, trends, generator."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import orjson
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas import decode_event
+from schemas.internal import TrendPartial
+from workers.analytics.alerts import AlertPolicy
+from workers.analytics.sentiment import event_sentiment, text_sentiment
+from workers.analytics.trends import TrendAccumulator, TrendAggregator
+from workers.kafka.publisher import _hash_slot
+from workers.pipeline.acks import OrderedAcks
+from workers.pipeline.batcher import MicroBatcher
+from workers.pipeline.sequence import SeqEvent, UserSequence
+from workers.tools.bench import latency_by_second
+from workers.tools.generator import Generator
+
+
+def ev(i: int, ts: float, item: str | None = "i", etype: str = "view") -> SeqEvent:
+    return SeqEvent(ts, etype, f"e{i}", item, None)
+
+
+def test_insert_keeps_time_order_and_dedups() -> None:
+    seq = UserSequence()
+    assert seq.insert(ev(1, 10.0), 100, 50)
+    assert seq.insert(ev(2, 30.0), 100, 50)
+    assert seq.insert(ev(3, 20.0), 100, 50)  # late: lands in the middle
+    assert not seq.insert(ev(2, 30.0), 100, 50)  # redelivered: not appended twice
+    assert [e.event_id for e in seq.events] == ["e1", "e3", "e2"]
+    assert [e.event_id for e in seq.upto("e3")] == ["e1", "e3"]
+
+
+def test_window_and_length_bounds() -> None:
+    seq = UserSequence()
+    for i in range(10):
+        seq.insert(ev(i, float(i * 10)), window_seconds=35, max_length=50)
+    assert [e.event_id for e in seq.events] == ["e6", "e7", "e8", "e9"]  # within 35 s of e9
+    seq = UserSequence()
+    for i in range(10):
+        seq.insert(ev(i, float(i)), window_seconds=1e9, max_length=3)
+    assert [e.event_id for e in seq.events] == ["e7", "e8", "e9"]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(1e9, 2e9),
+            st.sampled_from(["view", "purchase", "login"]),
+            st.text(min_size=1, max_size=20),
+            st.none() | st.text(max_size=40),
+            st.none() | st.floats(0, 1e6, width=32),
+        ),
+        max_size=30,
+    ),
+    st.floats(0, 2e9),
+)
+def test_binary_encoding_round_trips(rows, updated_at) -> None:
+    seq = UserSequence([SeqEvent(*r) for r in rows], updated_at)
+    assert UserSequence.from_bytes(seq.to_bytes()) == seq
+
+
+def test_updated_at_read_from_header() -> None:
+    seq = UserSequence([ev(1, 10.0)], updated_at=1234.5)
+    assert UserSequence.updated_at_of(seq.to_bytes()) == 1234.5
+    assert UserSequence.updated_at_of(b"") == 0.0
+
+
+def test_encoding_is_compact() -> None:
+    seq = UserSequence(
+        [SeqEvent(1.7e9 + i, "view", f"evt-{i:06d}", f"item-{i}", None) for i in range(50)]
+    )
+    as_json = orjson.dumps([e._asdict() for e in seq.events])
+    assert len(seq.to_bytes()) < len(as_json) / 2
+
+
+async def test_batcher_fills_under_load_and_flushes_when_idle() -> None:
+    batches: list[list[int]] = []
+
+    async def handle(batch: list[int]) -> None:
+        batches.append(batch)
+
+    batcher = MicroBatcher(handle, max_size=8, max_wait_ms=30)
+    for i in range(20):
+        await batcher.submit(i)
+    batcher.start()
+    await asyncio.sleep(0.1)
+    await batcher.submit(99)  # a lone event when idle waits at most max_wait
+    await asyncio.sleep(0.1)
+    await batcher.stop()
+    assert [len(b) for b in batches] == [8, 8, 4, 1]
+    assert [x for b in batches for x in b] == [*range(20), 99]
+
+
+async def test_batcher_hands_over_the_next_batch_while_one_is_handled() -> None:
+    started: list[list[int]] = []
+    running, most = 0, 0
+
+    async def handle(batch: list[int]) -> None:
+        nonlocal running, most
+        started.append(batch)
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+
+    batcher = MicroBatcher(handle, max_size=4, max_wait_ms=10, concurrency=2)
+    for i in range(16):
+        await batcher.submit(i)
+    batcher.start()
+    await asyncio.sleep(0.3)
+    await batcher.stop()
+    assert most == 2
+    assert [x for b in started for x in b] == list(range(16))
+
+
+def test_alert_policy_thresholds_and_cooldown() -> None:
+    policy = AlertPolicy(risk_threshold=0.8, surprise_threshold=0.99, cooldown=60)
+    assert policy.decide("u", 0.5, 0.5, now=0) == []
+    assert [k for k, *_ in policy.decide("u", 0.9, 0.995, now=1)] == ["fraud_risk", "anomaly"]
+    assert policy.decide("u", 0.95, 0.999, now=30) == []  # cooling down
+    assert [k for k, *_ in policy.decide("v", 0.9, 0.1, now=30)] == ["fraud_risk"]
+    assert [k for k, *_ in policy.decide("u", 0.9, 0.1, now=62)] == ["fraud_risk"]
+    quiet = AlertPolicy(0.8, 0.99, 60, anomaly_enabled=False)
+    assert quiet.decide("u", 0.1, 1.0, now=0) == []
+
+
+def test_sentiment() -> None:
+    assert text_sentiment("Great product, love it") == 1.0
+    assert text_sentiment("broken and terrible") == -1.0
+    assert text_sentiment("it is a lamp") is None
+    assert event_sentiment(5, None) == 1.0
+    assert event_sentiment(1, "love it") == 0.0
+
+
+def test_two_phase_trends_merge_partials_from_several_workers() -> None:
+    worker_a, worker_b = TrendAccumulator(60), TrendAccumulator(60)
+    for i in range(6):
+        worker_a.add("p1", "toys", "view", 1000.0 + i, None)
+    worker_b.add("p1", "toys", "purchase", 1010.0, 1.0)
+    agg = TrendAggregator(60)
+    out = []
+    for partial in worker_a.drain() + worker_b.drain():  # through the wire, as in the worker
+        assert TrendPartial.model_validate(partial)
+        out += agg.add(orjson.loads(orjson.dumps(partial)))
+    assert out == []  # window still open
+    late = TrendAccumulator(60)
+    late.add("p1", "toys", "view", 1200.0, None)  # two windows later: the first one closes
+    for partial in late.drain():
+        out += agg.add(partial)
+    item = next(t for t in out if t.key == "item:p1")
+    assert item.volume == 7 and item.engagement["purchase"] == 1
+    assert item.conversion == pytest.approx(1 / 6)
+    assert item.sentiment_mean == 1.0
+    assert item.window_start == 960.0 and item.window_end == 1020.0
+    assert agg.flush(watermark=1200.0 + 180) != []  # the rest closes on the watermark
+
+
+def test_zscore_flags_a_spike() -> None:
+    agg = TrendAggregator(10)
+    out = []
+    for window, volume in enumerate([5, 6, 5, 6, 5, 60, 5]):
+        partial = TrendPartial(
+            key="item:x",
+            window_start=window * 10.0,
+            volume=volume,
+            counts={},
+            sentiment_sum=0,
+            sentiment_count=0,
+        )
+        out += agg.add(partial.model_dump())
+    out += agg.flush(watermark=1000.0)
+    assert [t.volume for t in out] == [5, 6, 5, 6, 5, 60, 5]
+    spike = next(t for t in out if t.volume == 60)
+    assert spike.zscore > 3 and spike.volume_change > 50
+
+
+def test_generator_is_deterministic_valid_and_labelled() -> None:
+    a = list(Generator(seed=3).events(3000))
+    b = list(Generator(seed=3).events(3000))
+    assert a == b and len(a) == 3000
+    for event, _ in a:
+        decode_event(orjson.dumps(event))
+    patterns = {p for _, p in Generator(seed=3, fraud_rate=0.2).events(3000)}
+    assert patterns >= {None, "account_takeover", "card_testing", "scraping"}
+
+
+class _Message:
+    def __init__(self, partition: int, offset: int, generation: int) -> None:
+        self.tp = ("events", partition)
+        self.offset = offset
+        self.generation_id = generation
+
+
+class _Event:
+    """Stands in for a Faust event: records when Faust would hear of its ack."""
+
+    def __init__(self, acked: list, partition: int, offset: int, generation: int = 1) -> None:
+        self.message = _Message(partition, offset, generation)
+        self._acked = acked
+
+    def ack(self) -> None:
+        self._acked.append((self.message.tp[1], self.message.offset))
+
+
+def _acks(generation: list[int], committed: dict | None = None) -> OrderedAcks:
+    return OrderedAcks(lambda: generation[0], (committed or {}).get)
+
+
+def test_acks_reach_faust_in_consumption_order_per_partition() -> None:
+    acked: list = []
+    acks = _acks([1])
+    slots = [acks.track(_Event(acked, p, o)) for o in range(3) for p in (0, 1)]
+    acks.done(slots[4])  # partition 0, offset 2: finished first, but 0 and 1 are not
+    acks.done(slots[1])  # partition 1, offset 0
+    assert acked == [(1, 0)]
+    acks.done(slots[0])
+    assert acked == [(1, 0), (0, 0)]
+    acks.done(slots[2])  # partition 0, offset 1 releases offset 2 behind it
+    assert acked == [(1, 0), (0, 0), (0, 1), (0, 2)]
+    acks.done(slots[5], slots[3])  # one call for several: partition 1 drains in order
+    assert acked[4:] == [(1, 1), (1, 2)]
+
+
+def test_acks_skip_older_generations_and_forgotten_partitions() -> None:
+    acked: list = []
+    generation = [1]
+    acks = _acks(generation)
+    old = acks.track(_Event(acked, 0, 0, generation=1))
+    generation[0] = 2  # a rebalance: Faust delivers offset 0 again, in a new line
+    new = acks.track(_Event(acked, 0, 0, generation=2))
+    acks.done(old)
+    acks.done(new)
+    assert acked == [(0, 0)]
+    gone = acks.track(_Event(acked, 1, 5, generation=2))
+    acks.forget([("events", 1)])
+    acks.done(gone)
+    assert acked == [(0, 0)]
+
+
+def test_acks_refuse_second_copies_and_report_jumps(caplog: pytest.LogCaptureFixture) -> None:
+    acked: list = []
+    acks = _acks([1], {("events", 0): 3})
+    first = acks.track(_Event(acked, 0, 3))  # starts where Faust committed: no warning
+    assert acks.track(_Event(acked, 0, 3)) is None  # the same offset again after a seek
+    assert first is not None
+    acks.done(first)
+    assert acked == [(0, 3)]
+    assert "never reached" not in caplog.text
+    later = acks.track(_Event(acked, 0, 7))  # 4..6 never reached the stream
+    assert "offsets 4..6 never reached the stream" in caplog.text
+    assert acks.track(_Event(acked, 1, 2)) is not None  # no committed offset: any start
+    assert caplog.text.count("never reached") == 1
+    assert later is not None
+    acks.done(later)
+    assert acked == [(0, 3), (0, 7)]
+
+
+def test_publisher_partitions_keys_like_kafkas_default_partitioner() -> None:
+    partitions = [0, 1, 2, 3, 4, 5]
+    for key in (b"u1", b"u42", b"user-\xff", b""):
+        expected = DefaultPartitioner()(key, partitions, partitions)
+        assert _hash_slot(key, len(partitions)) == expected
+        assert _hash_slot(key, len(partitions)) == expected  # cached: the same answer
+    assert {_hash_slot(None, 6) for _ in range(200)} == set(partitions)  # no key: spread
+
+
+def test_latency_by_second_buckets_by_produce_time() -> None:
+    predicted = np.array([1000.0, 1500.0, 2600.0, 2700.0])
+    latency = np.array([100.0, 200.0, 50.0, 900.0])  # produced at 900, 1300, 2550, 1800
+    rows = latency_by_second(predicted, latency)
+    assert [(r["second"], r["events"], r["max"]) for r in rows] == [(0, 3, 900.0), (1, 1, 50.0)]

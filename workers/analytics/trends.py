@@ -1,0 +1,166 @@
+"""Trend aggregates of items and categories over event-time windows.
+
+Trends are aggregated in two phases so that several workers can share the load: each worker
+folds its events into per-(key, window) partials and flushes them every second to
+``trends.partial`` keyed by item/category; whichever worker owns that key merges the partials
+and emits the :class:`~schemas.records.Trend` when the window closes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.records import Trend
+
+ENGAGEMENT = ("view", "click", "add_to_cart", "purchase", "rating", "review")
+
+
+@dataclass
+class Partial:
+    """Additive aggregate of one key in one window (what workers exchange, as the
+    :class:`~schemas.internal.TrendPartial` record ``to_record`` builds)."""
+
+    volume: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    sentiment_sum: float = 0.0
+    sentiment_count: int = 0
+
+    def add(self, event_type: str, sentiment: float | None) -> None:
+        self.volume += 1
+        self.counts[event_type] += 1
+        if sentiment is not None:
+            self.sentiment_sum += sentiment
+            self.sentiment_count += 1
+
+    def merge(self, other: dict[str, Any]) -> None:
+        """Add a TrendPartial record (as decoded from ``trends.partial``)."""
+        self.volume += other["volume"]
+        for k, n in other["counts"].items():
+            self.counts[k] += n
+        self.sentiment_sum += other["sentiment_sum"]
+        self.sentiment_count += other["sentiment_count"]
+
+    def to_record(self, key: str, window_start: float) -> dict[str, Any]:
+        """The TrendPartial record of this aggregate (a plain dict: thousands go out per
+        second, and a test pins its fields to the schema)."""
+        return {
+            "key": key,
+            "window_start": window_start,
+            "volume": self.volume,
+            "counts": dict(self.counts),
+            "sentiment_sum": self.sentiment_sum,
+            "sentiment_count": self.sentiment_count,
+        }
+
+
+class TrendAccumulator:
+    """Phase one: this worker's partial aggregates since the last flush."""
+
+    def __init__(self, window_seconds: float) -> None:
+        self.window = window_seconds
+        self.partials: dict[tuple[str, float], Partial] = defaultdict(Partial)
+
+    def add(
+        self,
+        item_id: str | None,
+        category: str | None,
+        event_type: str,
+        ts: float,
+        sentiment: float | None,
+    ) -> None:
+        start = math.floor(ts / self.window) * self.window
+        for key in (
+            f"item:{item_id}" if item_id else None,
+            f"category:{category}" if category else None,
+        ):
+            if key:
+                self.partials[(key, start)].add(event_type, sentiment)
+
+    def drain(self) -> list[dict]:
+        out = [p.to_record(k, w) for (k, w), p in self.partials.items()]
+        self.partials = defaultdict(Partial)
+        return out
+
+
+@dataclass
+class _KeyState:
+    windows: dict[float, Partial] = field(default_factory=dict)
+    prev_volume: float | None = None
+    prev_sentiment: float | None = None
+    mean: float = 0.0
+    var: float = 0.0
+    closed: float = 0.0
+
+
+class TrendAggregator:
+    """Phase two: merges partials for the keys this worker owns; emits closed windows.
+
+    A window closes once a partial for a window at least ``grace`` later arrives for that key,
+    or when ``flush`` is called with a watermark past it. The z-score compares a window's
+    volume with an exponentially weighted mean and variance of that key's earlier windows.
+    """
+
+    def __init__(self, window_seconds: float, grace_windows: int = 1, alpha: float = 0.3):
+        self.window = window_seconds
+        self.grace = grace_windows * window_seconds
+        self.alpha = alpha
+        self.keys: dict[str, _KeyState] = defaultdict(_KeyState)
+
+    def add(self, partial: dict[str, Any]) -> list[Trend]:
+        """Merge one TrendPartial record; the trends of the windows it closes."""
+        state = self.keys[partial["key"]]
+        window = partial["window_start"]
+        if state.closed and window < state.closed:
+            return []  # too late: that window was already emitted
+        state.windows.setdefault(window, Partial()).merge(partial)
+        return self._close(partial["key"], state, window - self.grace)
+
+    def flush(self, watermark: float) -> list[Trend]:
+        out = []
+        for key, state in list(self.keys.items()):
+            out += self._close(key, state, watermark - self.grace)
+        return out
+
+    def _close(self, key: str, state: _KeyState, before: float) -> list[Trend]:
+        out = []
+        for start in sorted(w for w in state.windows if w + self.window <= before):
+            p = state.windows.pop(start)
+            out.append(self._trend(key, state, start, p))
+            state.closed = start + self.window
+        return out
+
+    def _trend(self, key: str, state: _KeyState, start: float, p: Partial) -> Trend:
+        volume = float(p.volume)
+        sentiment = p.sentiment_sum / p.sentiment_count if p.sentiment_count else None
+        std = math.sqrt(state.var) if state.var > 0 else 1.0
+        zscore = (volume - state.mean) / std if state.prev_volume is not None else 0.0
+        views = p.counts.get("view", 0) + p.counts.get("click", 0)
+        record = Trend(
+            key=key,
+            window_start=start,
+            window_end=start + self.window,
+            volume=p.volume,
+            engagement={k: p.counts.get(k, 0) for k in ENGAGEMENT},
+            conversion=p.counts.get("purchase", 0) / views if views else 0.0,
+            sentiment_mean=sentiment,
+            sentiment_change=(
+                sentiment - state.prev_sentiment
+                if sentiment is not None and state.prev_sentiment is not None
+                else None
+            ),
+            volume_change=volume - (state.prev_volume or 0.0),
+            zscore=zscore,
+        )
+        if state.prev_volume is None:
+            state.mean = volume
+        else:
+            diff = volume - state.mean
+            state.mean += self.alpha * diff
+            state.var = (1 - self.alpha) * (state.var + self.alpha * diff * diff)
+        state.prev_volume = volume
+        if sentiment is not None:
+            state.prev_sentiment = sentiment
+        return record

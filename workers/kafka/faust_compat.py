@@ -1,0 +1,87 @@
+"""Every use of a private part of Faust or mode, in one file, checked against their versions.
+
+The worker relies on four things these libraries do not offer publicly:
+
+* ``Consumer._committed_offset``: the offset Faust committed and sought to for a partition,
+  where each partition's ack line starts (workers/pipeline/acks.py).
+* ``Consumer._unacked_messages``, through the public ``Consumer.unacked`` property, which
+  returns that very set: a duplicate delivery must leave it, or the next rebalance waits on it.
+* ``App._new_transport``: the hook that picks the transport, overridden to swap in the eager
+  consumer (workers/kafka/consumer.py).
+* ``mode.services.WaitResults``: what ``Service.wait_first`` returns, built by that consumer.
+
+Each was read in the sources of the versions in ``CHECKED``. ``check_versions`` runs when the
+worker starts and refuses, with a message that names this file, any installed version outside
+them: a Faust release that renamed one of these would otherwise lose or stall events quietly.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import faust
+from faust import transport
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TransportT
+from mode.services import WaitResults
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+CHECKED: dict[str, str] = {
+    "faust-streaming": ">=0.11,<0.16",
+    "mode-streaming": ">=0.4,<0.8",
+}
+"""The distributions whose private parts this file uses, and the versions it was checked on."""
+
+
+class IncompatibleFaust(RuntimeError):
+    """An installed Faust or mode this shim was not checked against."""
+
+
+def check_versions(installed: dict[str, str] | None = None) -> None:
+    """Raise IncompatibleFaust unless every distribution in CHECKED is within its range.
+
+    ``installed`` (name → version) is for tests; by default the installed metadata is read."""
+    problems = []
+    for name, spec in CHECKED.items():
+        try:
+            found = installed[name] if installed is not None else version(name)
+        except (KeyError, PackageNotFoundError):
+            problems.append(f"{name} is not installed")
+            continue
+        if Version(found) not in SpecifierSet(spec):
+            problems.append(f"{name} {found} is outside the checked range {spec}")
+    if problems:
+        raise IncompatibleFaust(
+            "; ".join(problems) + ". workers/kafka/faust_compat.py uses private parts of these "
+            "libraries: re-read each one in the new sources, then widen CHECKED."
+        )
+
+
+def committed_offset(consumer: Any, tp: Any) -> int | None:
+    """The offset Faust committed (and sought to) for ``tp``; None for none or 0."""
+    return consumer._committed_offset.get(tp)
+
+
+def forget_unacked(consumer: Any, message: Any) -> None:
+    """Stop Faust waiting for the ack of ``message`` (a second copy of an offset already
+    taken, which will never be acked): otherwise the next rebalance waits on it."""
+    consumer.unacked.discard(message)
+
+
+def wait_results(done: list[Any], results: list[Any]) -> WaitResults:
+    """What ``Service.wait_first`` returns when ``done`` finished first with ``results``."""
+    return WaitResults(done, results, False)
+
+
+class TransportApp(faust.App):
+    """A Faust app whose aiokafka transport is ``transport_class``; any other broker URL
+    scheme gets Faust's own transport."""
+
+    transport_class: type[faust_aiokafka.Transport] = faust_aiokafka.Transport
+
+    def _new_transport(self) -> TransportT:
+        if transport.by_url(self.conf.broker_consumer[0]) is not faust_aiokafka.Transport:
+            return super()._new_transport()
+        return self.transport_class(self.conf.broker_consumer, self)

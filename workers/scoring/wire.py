@@ -1,0 +1,104 @@
+"""The wire format between the worker and its scoring process: length-prefixed frames on the
+child's stdin/stdout, plain bytes and JSON.
+
+    b"L" + JSON {"directory", "max_length", "threads", "sha256" (announced, or null)}
+        -> b"O" + JSON {"version", "event_types", "item_ids"}  |  b"E" + why it was refused
+    b"S" + version + encoded prefixes  ->  b"R" + shape + arrays  |  b"E" + why it failed
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import IO
+
+import numpy as np
+
+FRAME = struct.Struct("<I")
+_COUNT = struct.Struct("<I")
+_SHAPE = struct.Struct("<III")  # batch, next-action classes, top-k
+KEPT_MODELS = 2
+"""Models the child keeps loaded (the current one and the one before it, for a batch still in
+flight at a swap); the parent replays as many load requests after restarting the child."""
+
+
+def frame(payload: bytes) -> bytes:
+    """A payload with its length in front: what both ends write."""
+    return FRAME.pack(len(payload)) + payload
+
+
+def write(stream: IO[bytes], payload: bytes) -> None:
+    stream.write(frame(payload))
+    stream.flush()
+
+
+def read(stream: IO[bytes]) -> bytes | None:
+    """One frame, or None when the other side has closed the pipe."""
+    head = stream.read(FRAME.size)
+    if len(head) < FRAME.size:
+        return None
+    (size,) = FRAME.unpack(head)
+    payload = stream.read(size)
+    if len(payload) < size:
+        return None
+    return payload
+
+
+def encode_prefixes(version: str, prefixes: list[bytes]) -> bytes:
+    """A score request: the model version, then each prefix in the table's encoding."""
+    name = version.encode()
+    parts = [b"S", struct.pack("<H", len(name)), name, _COUNT.pack(len(prefixes))]
+    for blob in prefixes:
+        parts += (_COUNT.pack(len(blob)), blob)
+    return b"".join(parts)
+
+
+def decode_prefixes(payload: bytes) -> tuple[str, list[bytes]]:
+    (n_name,) = struct.unpack_from("<H", payload, 1)
+    offset = 3 + n_name
+    version = payload[3:offset].decode()
+    (count,) = _COUNT.unpack_from(payload, offset)
+    offset += _COUNT.size
+    blobs = []
+    for _ in range(count):
+        (size,) = _COUNT.unpack_from(payload, offset)
+        offset += _COUNT.size
+        blobs.append(payload[offset : offset + size])
+        offset += size
+    return version, blobs
+
+
+def encode_outputs(outputs: dict[str, np.ndarray]) -> bytes:
+    top = np.ascontiguousarray(outputs["top_items"], dtype=np.int64)
+    next_action = np.ascontiguousarray(outputs["next_action"], dtype=np.float32)
+    return b"".join(
+        [
+            b"R",
+            _SHAPE.pack(*next_action.shape, top.shape[1]),
+            next_action.tobytes(),
+            top.tobytes(),
+            *(
+                np.ascontiguousarray(outputs[name], dtype=np.float32).tobytes()
+                for name in ("top_scores", "risk", "surprise")
+            ),
+        ]
+    )
+
+
+def decode_outputs(payload: bytes) -> dict[str, np.ndarray]:
+    batch, classes, k = _SHAPE.unpack_from(payload, 1)
+    offset = 1 + _SHAPE.size
+
+    def take(dtype, *shape: int) -> np.ndarray:
+        nonlocal offset
+        array = np.frombuffer(payload, dtype=dtype, count=math.prod(shape), offset=offset)
+        offset += array.nbytes
+        return array.reshape(shape)
+
+    return {
+        "next_action": take(np.float32, batch, classes),
+        "top_items": take(np.int64, batch, k),
+        "top_scores": take(np.float32, batch, k),
+        "risk": take(np.float32, batch),
+        "surprise": take(np.float32, batch),
+    }

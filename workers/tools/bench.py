@@ -1,0 +1,325 @@
+"""``foresight bench``: the raw consume ceiling, the full pipeline and the naive way, measured
+in one run against the real broker, reported as JSON and Markdown.
+
+raw       aiokafka reading the input topic as fast as it can (no work per event)
+pipeline  one ``foresight worker`` process scoring every event (throughput on a backlog;
+          latency at a fixed offered load of half that throughput, overall and per second,
+          so a stall of a shared machine shows as one bad second, not a mystery p99)
+naive     a Faust agent scoring each event unbatched with the torch model
+inference onnxruntime alone, sequences/s by batch size at sequence length 50
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from models import registry
+from models.runtime import load_artifact
+from schemas.kafka_security import topic_reader
+from schemas.settings import Settings
+from workers.kafka.topics import create_topics
+from workers.tools.generator import Generator
+from workers.tools.processes import ChildProcess, WorkerProcess, settings_env
+from workers.tools.produce import replay
+
+
+def _say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = None
+    if shutil.which("nvidia-smi"):
+        probe = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        gpu = probe.stdout.strip() or None
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version()}
+
+
+async def _consume_all(
+    settings: Settings, topic: str, n: int, timeout: float, child: ChildProcess | None = None
+) -> list:
+    """Read ``n`` records from ``topic`` (from the start); returns them."""
+    consumer = topic_reader(
+        settings, topic, max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024
+    )
+    await consumer.start()
+    records: list = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{topic}: only {len(records)}/{n} records in {timeout:.0f}s"
+                    + (f"\n{child.tail()}" if child else "")
+                )
+            if child is not None and not child.alive():
+                raise RuntimeError(f"process died:\n{child.tail()}")
+            batch = await consumer.getmany(timeout_ms=500)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def raw_rate(settings: Settings, n: int) -> dict:
+    began = time.monotonic()
+    await _consume_all(settings, settings.topic("events"), n, 120)
+    seconds = time.monotonic() - began
+    return {"events": n, "seconds": round(seconds, 3), "events_per_s": round(n / seconds, 1)}
+
+
+def _rate_from(records: list) -> tuple[float, float]:
+    """(events/s, seconds) between the first and last output's broker timestamps."""
+    stamps = sorted(r.timestamp for r in records)
+    seconds = max((stamps[-1] - stamps[0]) / 1000.0, 1e-3)
+    return len(records) / seconds, seconds
+
+
+async def pipeline_rate(settings: Settings, n: int, workdir: Path) -> dict:
+    worker = WorkerProcess(settings, workdir / "pipeline-worker.log", metrics_port=0).start()
+    try:
+        records = await _consume_all(settings, settings.topic("predictions"), n, 600, worker)
+        rss = worker.peak_rss_mb()
+    finally:
+        worker.stop()
+    rate, seconds = _rate_from(records)
+    return {
+        "events": n,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(rate, 1),
+        "peak_rss_mb": round(rss, 1) if rss else None,
+    }
+
+
+async def pipeline_latency(
+    settings: Settings, events: list[dict], rate: float, workdir: Path
+) -> dict:
+    """p50/p95/p99 of produce → prediction at a fixed offered load (fresh topics)."""
+    worker = WorkerProcess(settings, workdir / "latency-worker.log", metrics_port=0).start()
+    try:
+        warm = events[:50]
+        await replay(settings, warm, len(warm), progress=False)
+        await _consume_all(settings, settings.topic("predictions"), len(warm), 120, worker)
+        timed = events[50:]
+        await replay(settings, timed, len(timed), rate=rate, progress=False)
+        records = await _consume_all(
+            settings, settings.topic("predictions"), len(events), 300, worker
+        )
+    finally:
+        worker.stop()
+    # By event_id, not by position: the consumer reads partition by partition, so the warm-up
+    # predictions (seconds late while the worker started) are not all among the first read.
+    warm_ids = {e["event_id"] for e in warm}
+    predictions = [(r.timestamp, orjson.loads(r.value)) for r in records]
+    timed_records = [(ts, p) for ts, p in predictions if p["event_id"] not in warm_ids]
+    latencies = np.array([p["latency_ms"] for _, p in timed_records])
+    return {
+        "offered_events_per_s": round(rate, 1),
+        "latency_events": len(timed),
+        "latency_ms": {
+            p: round(float(np.percentile(latencies, q)), 2)
+            for p, q in (("p50", 50), ("p95", 95), ("p99", 99))
+        },
+        "latency_by_second": latency_by_second(
+            np.array([ts for ts, _ in timed_records], dtype=float), latencies
+        ),
+    }
+
+
+def latency_by_second(predicted_ms: np.ndarray, latency_ms: np.ndarray) -> list[dict]:
+    """p50/p99/max per second of produce time (a prediction's timestamp less its latency)."""
+    produced = predicted_ms - latency_ms
+    second = ((produced - produced.min()) // 1000).astype(int)
+    rows = []
+    for s in range(int(second.max()) + 1):
+        chosen = latency_ms[second == s]
+        if chosen.size:
+            rows.append(
+                {
+                    "second": s,
+                    "events": int(chosen.size),
+                    "p50": round(float(np.percentile(chosen, 50)), 1),
+                    "p99": round(float(np.percentile(chosen, 99)), 1),
+                    "max": round(float(chosen.max()), 1),
+                }
+            )
+    return rows
+
+
+def plot_latency(result: dict, path: Path, bar_ms: float = 250.0) -> None:
+    """The latency run second by second, against the p99 bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["pipeline"]["latency_by_second"]
+    seconds = [r["second"] for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for key in ("p50", "p99", "max"):
+        ax.plot(seconds, [r[key] for r in rows], marker=".", label=key)
+    ax.axhline(bar_ms, color="grey", linestyle=":", label=f"{bar_ms:.0f} ms")
+    ax.set_xlabel("second of the latency run (by produce time)")
+    ax.set_ylabel("end-to-end latency, ms")
+    ax.set_title(
+        f"one worker at {result['pipeline']['offered_events_per_s']:,.0f} events/s offered"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+async def naive_rate(settings: Settings, n: int, workdir: Path) -> dict:
+    child = ChildProcess(
+        ["workers.tools.naive"], settings_env(settings), workdir / "naive.log"
+    ).start()
+    try:
+        records = await _consume_all(
+            settings, settings.topic("predictions") + ".naive", n, 900, child
+        )
+    finally:
+        child.stop()
+    rate, seconds = _rate_from(records)
+    return {"events": n, "seconds": round(seconds, 3), "events_per_s": round(rate, 1)}
+
+
+def inference(
+    directory: Path, batch_sizes=(1, 32, 256, 1024), length: int = 50, budget: float = 1.0
+) -> dict:
+    loaded = load_artifact(directory)
+    rng = np.random.default_rng(0)
+    rates: dict[str, float] = {}
+    out = {"provider": loaded.provider, "sequence_length": length, "sequences_per_s": rates}
+    for b in batch_sizes:
+        batch = {
+            "item_ids": rng.integers(3, loaded.vocab.n_items, (b, length)),
+            "event_types": rng.integers(1, loaded.vocab.n_types, (b, length)),
+            "time_gaps": rng.integers(0, 32, (b, length)),
+        }
+        loaded.run(batch)
+        runs, began = 0, time.perf_counter()
+        while time.perf_counter() - began < budget or runs < 2:
+            loaded.run(batch)
+            runs += 1
+        rates[str(b)] = round(b * runs / (time.perf_counter() - began), 1)
+    return out
+
+
+def markdown(result: dict) -> str:
+    p, r, n = result["pipeline"], result["raw"], result["naive"]
+    lat = p["latency_ms"]
+    lines = [
+        f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
+        f"GPU: {result['machine']['gpu'] or 'none'}; model {result['model_version']}; "
+        f"{result['events']} events.",
+        "",
+        "| run | events/s | p50 ms | p95 ms | p99 ms | notes |",
+        "|---|---:|---:|---:|---:|---|",
+        f"| raw (aiokafka consume) | {r['events_per_s']:,.0f} | | | | the ceiling |",
+        f"| pipeline (1 worker) | {p['events_per_s']:,.0f} | {lat['p50']} | {lat['p95']} | "
+        f"{lat['p99']} | latency at {p['offered_events_per_s']:,.0f} ev/s offered; peak RSS "
+        f"{p['peak_rss_mb']} MB |",
+        f"| naive (per-event torch in Faust) | {n['events_per_s']:,.0f} | | | | "
+        f"{n['events']} events |",
+        "",
+        f"pipeline/raw = {result['ratios']['pipeline_vs_raw']:.3f}, "
+        f"pipeline/naive = {result['ratios']['pipeline_vs_naive']:.1f}x",
+        "",
+        _worst_second(p["latency_by_second"]),
+        "",
+        "| ONNX batch | " + " | ".join(result["inference"]["sequences_per_s"]) + " |",
+        "|---|" + "---:|" * len(result["inference"]["sequences_per_s"]),
+        "| sequences/s | "
+        + " | ".join(f"{v:,.0f}" for v in result["inference"]["sequences_per_s"].values())
+        + " |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _worst_second(rows: list[dict], bar_ms: float = 250.0) -> str:
+    worst = max(rows, key=lambda r: r["p99"])
+    over = sum(r["p99"] > bar_ms for r in rows)
+    return (
+        f"Latency run by second: worst p99 {worst['p99']:,.1f} ms (second {worst['second']} "
+        f"of {len(rows)}); {over} of {len(rows)} seconds had p99 over {bar_ms:.0f} ms."
+    )
+
+
+async def run_bench(
+    settings: Settings,
+    n: int,
+    workdir: Path,
+    naive_events: int | None = None,
+    latency_seconds: float = 10.0,
+) -> dict:
+    version = registry.current(settings.registry)
+    if version is None:
+        raise SystemExit(f"no CURRENT model in {settings.registry}: run `foresight train` first")
+    run_id = uuid.uuid4().hex[:8]
+    base = settings.model_copy(
+        update={
+            "topic_prefix": f"{settings.topic_prefix}bench-{run_id}.",
+            "app_id": f"bench-{run_id}",
+            "store": "memory://",
+            "metrics_port": 0,
+        }
+    )
+    await create_topics(base)
+    events = [e for e, _ in Generator(seed=7).events(n)]
+    _say(f"producing {n} events to {base.topic('events')}")
+    await replay(base, events, n, progress=False)
+    _say("raw consume rate")
+    raw = await raw_rate(base, n)
+    _say(f"raw {raw['events_per_s']:.0f} ev/s; pipeline on the backlog")
+    pipe = await pipeline_rate(base, n, workdir)
+    _say(f"pipeline {pipe['events_per_s']:.0f} ev/s; latency at half that rate")
+    half = pipe["events_per_s"] / 2
+    lat_settings = base.model_copy(
+        update={"topic_prefix": base.topic_prefix + "lat.", "app_id": base.app_id + "-lat"}
+    )
+    await create_topics(lat_settings)
+    lat_events = [e for e, _ in Generator(seed=8).events(50 + int(half * latency_seconds))]
+    latency = await pipeline_latency(lat_settings, lat_events, half, workdir)
+    n_naive = min(n, naive_events or n)
+    _say(f"naive per-event agent on {n_naive} events")
+    naive = await naive_rate(base, n_naive, workdir)
+    _say("onnxruntime alone")
+    infer = inference(settings.registry / version)
+    result = {
+        "events": n,
+        "model_version": version,
+        "machine": machine(),
+        "raw": raw,
+        "pipeline": {**pipe, **latency},
+        "naive": naive,
+        "ratios": {
+            "pipeline_vs_raw": round(pipe["events_per_s"] / raw["events_per_s"], 4),
+            "pipeline_vs_naive": round(pipe["events_per_s"] / naive["events_per_s"], 2),
+        },
+        "inference": infer,
+    }
+    return result

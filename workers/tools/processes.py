@@ -1,0 +1,99 @@
+"""Worker processes as children: for tests, the benchmark and the demo.
+
+Each child gets its configuration only through ``FORESIGHT_*`` variables, exactly like a
+deployed worker, and runs in its own process group so it can be killed with everything it owns.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from schemas.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def settings_env(settings: Settings, **extra: object) -> dict[str, str]:
+    """The environment that reproduces ``settings`` (plus overrides) in a child process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORESIGHT_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"FORESIGHT_{name.upper()}"] = str(value)
+    env.update({f"FORESIGHT_{k.upper()}": str(v) for k, v in extra.items()})
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class ChildProcess:
+    """A ``python -m <module> args`` child with its output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args, self.env, self.log = args, env, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> ChildProcess:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as handle:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", *self.args],
+                cwd=REPO,
+                env=self.env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def peak_rss_mb(self) -> float | None:
+        """High-water resident memory of the child (Linux)."""
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+        except (OSError, AssertionError):
+            return None
+        return None
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+
+class WorkerProcess(ChildProcess):
+    """``foresight worker`` configured by ``settings``."""
+
+    def __init__(
+        self, settings: Settings, log: Path, loglevel: str = "warning", **extra: object
+    ) -> None:
+        super().__init__(
+            ["workers.cli", "worker", "--loglevel", loglevel], settings_env(settings, **extra), log
+        )
