@@ -15,6 +15,7 @@ from pathlib import Path
 
 import orjson
 
+from models.contract import sha256_of
 from schemas.codec import InvalidRecord, decode_event
 from schemas.files import read_event_file, read_movielens_items, read_movielens_ratings
 from schemas.records import Event
@@ -44,15 +45,6 @@ class History:
     fingerprint: str
 
 
-def _fingerprint(*paths: Path) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_movielens(directory: Path) -> History:
     """MovieLens-100K: every rating is an interaction; titles + genres are the item text."""
     interactions = [
@@ -63,7 +55,7 @@ def load_movielens(directory: Path) -> History:
         item: f"{meta.title}. Genres: {', '.join(meta.genres)}"
         for item, meta in read_movielens_items(directory).items()
     }
-    fingerprint = _fingerprint(directory / "u.data", directory / "u.item")
+    fingerprint = sha256_of(directory / "u.data", directory / "u.item")
     return History(interactions, item_text, f"ml100k:{directory}", fingerprint)
 
 
@@ -107,7 +99,7 @@ def load_event_file(path: Path, labels: Path | None = None) -> History:
     if bad:
         log.warning("%s: skipped %d invalid events", path, bad)
     interactions, item_text = _from_events(events, _labels(labels))
-    return History(interactions, item_text, f"file:{path}", _fingerprint(path))
+    return History(interactions, item_text, f"file:{path}", sha256_of(path))
 
 
 async def _replay(settings, topic: str) -> list[Event]:

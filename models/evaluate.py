@@ -12,7 +12,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from models.vocab import SPECIAL_ITEMS
+from models.contract import SPECIAL_ITEMS
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.contract import INPUTS, N_RESERVED_ITEMS, OUTPUTS
 from models.network import SequenceTransformer, ServingModel
-from models.runtime import INPUTS, OUTPUTS
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -29,7 +29,7 @@ class ExportError(RuntimeError):
 def export_onnx(net: SequenceTransformer, quantiles: np.ndarray, path: Path) -> ServingModel:
     """Write ``model.onnx`` for ``net``; returns the torch serving module for the parity check."""
     serving = ServingModel(net, torch.from_numpy(np.asarray(quantiles, dtype=np.float32))).eval()
-    example = tuple(torch.zeros((2, 4), dtype=torch.int64) + k for k in (3, 1, 0))
+    example = tuple(torch.zeros((2, 4), dtype=torch.int64) + k for k in (N_RESERVED_ITEMS, 1, 0))
     dynamic = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
     dynamic.update({name: {0: "batch"} for name in OUTPUTS})
     buffer = io.BytesIO()

@@ -13,13 +13,17 @@ import numpy as np
 N_GAP_BUCKETS = 32
 
 
+def _buckets(gaps: np.ndarray) -> np.ndarray:
+    """Log2 buckets 1..N_GAP_BUCKETS-1 of gaps in seconds (bucket 0 means "no previous event")."""
+    return (1 + np.minimum(np.floor(np.log2(1.0 + gaps)), N_GAP_BUCKETS - 2)).astype(np.int64)
+
+
 def gap_buckets(ts: np.ndarray) -> np.ndarray:
     """Log2 bucket of the seconds since the previous event; 0 for the first event."""
     ts = np.asarray(ts, dtype=np.float64)
     out = np.zeros(ts.shape, dtype=np.int64)
     if ts.size > 1:
-        gaps = np.maximum(np.diff(ts), 0.0)
-        out[1:] = 1 + np.minimum(np.floor(np.log2(1.0 + gaps)), N_GAP_BUCKETS - 2).astype(np.int64)
+        out[1:] = _buckets(np.maximum(np.diff(ts), 0.0))
     return out
 
 
@@ -50,9 +54,7 @@ def pad_batch(
         out[name] = matrix
     gaps = np.zeros((len(items), width), dtype=np.int64)
     if width > 1:
-        delta = np.maximum(np.diff(out.pop("ts"), axis=1), 0.0)
-        buckets = 1 + np.minimum(np.floor(np.log2(1.0 + delta)), N_GAP_BUCKETS - 2)
-        gaps[:, 1:] = buckets.astype(np.int64)
+        gaps[:, 1:] = _buckets(np.maximum(np.diff(out.pop("ts"), axis=1), 0.0))
     first = width - lengths  # the first real event of each row has no previous event
     gaps[np.arange(width)[None, :] <= first[:, None]] = 0
     return {"item_ids": out["item_ids"], "event_types": out["event_types"], "time_gaps": gaps}

@@ -15,29 +15,34 @@ from torch import nn
 from transformers import GPT2Config
 from transformers.models.gpt2.modeling_gpt2 import GPT2Block
 
+from models.contract import MASKED, N_RESERVED_ITEMS, PAD
 from models.features import N_GAP_BUCKETS
-from models.vocab import PAD
-
-NEG = -1e9
 
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Shape and regularisation of the network.
+    """Shape and regularisation of the network; saved in the manifest beside the weights.
 
-    n_items: rows of the item table, reserved slots included.
-    n_types: rows of the event-type table, padding included.
-    hidden: width of every embedding and block (64 suits MovieLens-100K).
-    layers / heads: Transformer depth and attention heads.
-    dropout: on embeddings, attention and residuals.
-    max_positions: longest sequence the position table covers.
-    text_dim: width of the language-model item embeddings (384 for all-MiniLM-L6-v2).
-    id_dropout: share of items whose ID embedding is hidden in a training step (cold start).
-    top_k: items returned per prediction by the exported model.
+    Args:
+        n_items (int, 0): rows of the item table, reserved slots included. Training fills it
+            in from the vocabulary; 0 means "not yet known".
+        n_types (int, 0): rows of the event-type table, padding included; filled in likewise.
+        hidden (int, 64): width of every embedding and Transformer block (64 suits
+            MovieLens-100K).
+        layers (int, 2): Transformer blocks.
+        heads (int, 2): attention heads per block; must divide ``hidden``.
+        dropout (float, 0.2): dropout on embeddings, attention and residuals.
+        max_positions (int, 200): longest sequence the position table covers; training uses
+            at least ``TrainConfig.max_len``.
+        text_dim (int, 384): width of the language-model item embeddings (384 for
+            all-MiniLM-L6-v2).
+        id_dropout (float, 0.5): share of items whose id embedding is hidden in a training
+            step, so the text embedding alone can carry a cold-start item.
+        top_k (int, 10): items returned per prediction by the exported model.
     """
 
-    n_items: int
-    n_types: int
+    n_items: int = 0
+    n_types: int = 0
     hidden: int = 64
     layers: int = 2
     heads: int = 2
@@ -111,7 +116,7 @@ class SequenceTransformer(nn.Module):
         x = self.drop(x + self.pos_emb(positions).unsqueeze(0))
         causal = torch.ones(length, length, device=x.device, dtype=torch.bool).tril()
         allowed = causal.unsqueeze(0) & valid.unsqueeze(1)  # [B, query, key]
-        mask = (~allowed).to(x.dtype).unsqueeze(1) * NEG  # additive, finite: no NaN rows
+        mask = (~allowed).to(x.dtype).unsqueeze(1) * MASKED  # additive, finite: no NaN rows
         for block in self.blocks:
             x = block(x, attention_mask=mask)
         return self.ln_f(x)
@@ -140,9 +145,8 @@ class ServingModel(nn.Module):
         self.quantiles: torch.Tensor
         self.blocked: torch.Tensor
         self.register_buffer("quantiles", surprise_quantiles.float())
-        n_reserved = 3
         blocked = torch.zeros(net.config.n_items)
-        blocked[:n_reserved] = NEG
+        blocked[:N_RESERVED_ITEMS] = MASKED
         self.register_buffer("blocked", blocked)
 
     def forward(self, item_ids, event_types, time_gaps):
@@ -166,7 +170,9 @@ def surprise_raw(net, prev_h, table, blocked, last_item, last_type):
     item_logp = torch.log_softmax(prev_h @ table.T + blocked, dim=-1)
     type_logp = torch.log_softmax(net.type_head(prev_h)[:, 1:], dim=-1)
     nll_item = -item_logp.gather(1, last_item.unsqueeze(1)).squeeze(1)
-    nll_item = nll_item * (last_item >= 3).float()  # events without an item add nothing
+    nll_item = (
+        nll_item * (last_item >= N_RESERVED_ITEMS).float()
+    )  # events without an item add nothing
     type_index = (last_type - 1).clamp(min=0)
     nll_type = -type_logp.gather(1, type_index.unsqueeze(1)).squeeze(1)
     return nll_item + nll_type

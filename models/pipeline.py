@@ -18,11 +18,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models import registry
+from models.contract import INPUTS, N_RESERVED_ITEMS, OUTPUTS, sha256_of
 from models.data import History
 from models.export import OPSET, export_onnx, parity
 from models.features import pad_batch
 from models.network import NetworkConfig, SequenceTransformer
-from models.runtime import INPUTS, OUTPUTS, sha256_file
 from models.train import (
     Dataset,
     TrainConfig,
@@ -137,25 +137,24 @@ def train_and_register(
     shapes: dict[str, list[str | int]] = {n: ["batch", "sequence"] for n in INPUTS}
     shapes.update(
         next_action=["batch", data.vocab.n_types - 1],
-        top_items=["batch", cfg.top_k],
-        top_scores=["batch", cfg.top_k],
+        top_items=["batch", cfg.network.top_k],
+        top_scores=["batch", cfg.network.top_k],
         risk=["batch"],
         surprise=["batch"],
     )
     manifest = {
         "version": version,
         "created": datetime.now(UTC).isoformat(),
-        "sha256": sha256_file(stage / "model.onnx"),
+        "sha256": sha256_of(stage / "model.onnx"),
         "opset": OPSET,
         "inputs": _io_spec(INPUTS, shapes),
         "outputs": _io_spec(OUTPUTS, shapes),
         "vocab_hashes": data.vocab.hashes(),
         "event_types": list(data.vocab.types),
         "max_sequence_length": cfg.max_len,
-        "top_k": cfg.top_k,
+        "top_k": cfg.network.top_k,
         "network": result.net.config.to_dict(),
         "metrics": {**report["metrics"], "val_ndcg@10": report["validation"]["ndcg@10"]},
-        "thresholds": {"risk": 0.8, "surprise": 0.99},
         "risk_head_trained": labelled,
         "parity_max_abs_diff": diff,
         "training_data": report["data"],
@@ -180,7 +179,9 @@ def _remap(data: Dataset, vocab: Vocab) -> Dataset:
     """The same users and events indexed by another model's vocabulary."""
     users = []
     for u in data.users:
-        items = [vocab.item_index(data.vocab.item_id(i)) if i >= 3 else i for i in u.items]
+        items = [
+            vocab.item_index(data.vocab.item_id(i)) if i >= N_RESERVED_ITEMS else i for i in u.items
+        ]
         users.append(replace(u, items=items))
     return replace(data, vocab=vocab, users=users)
 

@@ -8,7 +8,6 @@ input/output signature and a golden batch with finite outputs. A refused model r
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -17,23 +16,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from models.contract import INPUTS, N_RESERVED_ITEMS, OUTPUTS, sha256_of
 from models.vocab import Vocab
 
 log = logging.getLogger(__name__)
 
-#: The contract between trainer and worker: name → (ONNX type, rank).
-INPUTS = {
-    "item_ids": ("tensor(int64)", 2),
-    "event_types": ("tensor(int64)", 2),
-    "time_gaps": ("tensor(int64)", 2),
-}
-OUTPUTS = {
-    "next_action": ("tensor(float)", 2),
-    "top_items": ("tensor(int64)", 2),
-    "top_scores": ("tensor(float)", 2),
-    "risk": ("tensor(float)", 1),
-    "surprise": ("tensor(float)", 1),
-}
 ALLOWED_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 #: Everything a model directory may hold: the graph, JSON metadata, safetensors weights (for
@@ -43,14 +30,6 @@ ARTIFACT_SUFFIXES = (".onnx", ".json", ".safetensors", ".png")
 
 class ModelRefused(RuntimeError):
     """An artifact that must not serve; the message says why."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_graph(path: Path) -> None:
@@ -76,7 +55,9 @@ def _signature(items) -> dict[str, tuple[str, int]]:
 def golden_batch(vocab: Vocab, batch: int = 3, length: int = 5) -> dict[str, np.ndarray]:
     """A small deterministic batch with padding, used to prove a model gives finite outputs."""
     rng = np.random.default_rng(0)
-    items = rng.integers(3, max(4, vocab.n_items), size=(batch, length))
+    items = rng.integers(
+        N_RESERVED_ITEMS, max(N_RESERVED_ITEMS + 1, vocab.n_items), size=(batch, length)
+    )
     types = rng.integers(1, vocab.n_types, size=(batch, length))
     gaps = rng.integers(0, 20, size=(batch, length))
     items[0, :2] = types[0, :2] = gaps[0, :2] = 0
@@ -161,7 +142,7 @@ def load_artifact(directory: Path, threads: int | None = None) -> LoadedModel:
         vocab = Vocab.load(vocab_path)
     except Exception as exc:
         raise ModelRefused(f"unreadable manifest or vocab: {exc}") from None
-    actual = sha256_file(model_path)
+    actual = sha256_of(model_path)
     if actual != manifest.get("sha256"):
         raise ModelRefused(f"sha256 mismatch: manifest {manifest.get('sha256')}, file {actual}")
     if vocab.hashes() != manifest.get("vocab_hashes"):

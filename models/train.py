@@ -10,13 +10,14 @@ import copy
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from models.contract import MASKED, N_RESERVED_ITEMS, NO_ITEM
 from models.data import History, user_sequences
 from models.evaluate import (
     EvalCase,
@@ -29,7 +30,7 @@ from models.evaluate import (
 from models.features import pad_batch
 from models.network import NetworkConfig, SequenceTransformer, surprise_raw
 from models.text import item_text_table
-from models.vocab import NO_ITEM, SPECIAL_ITEMS, Vocab
+from models.vocab import Vocab
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -37,11 +38,24 @@ IGNORE = -100
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings.
+    """How a model is trained: optimisation settings, and the network they train.
 
-    epochs: upper bound; early stopping on validation NDCG@10 usually ends sooner.
-    patience: epochs without a better validation NDCG@10 before stopping.
-    max_len: most recent events per training window and per scored sequence.
+    Args:
+        epochs (int, 200): upper bound on epochs; early stopping on validation NDCG@10
+            usually ends sooner.
+        batch_size (int, 128): training windows per optimisation step.
+        lr (float, 1e-3): AdamW learning rate.
+        weight_decay (float, 0.0): AdamW weight decay.
+        patience (int, 15): epochs without a better validation NDCG@10 before stopping.
+        seed (int, 0): seeds torch, numpy and the data order, so a run can be repeated.
+        max_len (int, 50): most recent events per training window and per scored sequence.
+        type_loss_weight (float, 0.5): weight of the next-event-type loss beside the
+            next-item loss.
+        progress (bool, True): show a progress bar per epoch.
+        network (NetworkConfig, 64 positions): the network's shape and regularisation
+            (models/network.py). Its ``n_items`` and ``n_types`` come from the data, and its
+            position table is made at least ``max_len`` long; 64 positions by default, so
+            the default model is the same size as before the configs were nested.
     """
 
     epochs: int = 200
@@ -51,14 +65,9 @@ class TrainConfig:
     patience: int = 15
     seed: int = 0
     max_len: int = 50
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    dropout: float = 0.2
-    id_dropout: float = 0.5
-    top_k: int = 10
     type_loss_weight: float = 0.5
     progress: bool = True
+    network: NetworkConfig = field(default_factory=lambda: NetworkConfig(max_positions=64))
 
 
 @dataclass
@@ -114,7 +123,8 @@ class Dataset:
         return out
 
 
-def _natural(key: str) -> tuple:
+def natural_order(key: str) -> tuple:
+    """Sort key: numeric ids in numeric order (MovieLens user 2 before 10), then the rest."""
     return (0, int(key), "") if key.isdigit() else (1, 0, key)
 
 
@@ -125,7 +135,7 @@ def build_dataset(history: History) -> Dataset:
         [x.item_id for x in history.interactions if x.item_id is not None], history.item_text
     )
     users = []
-    for user in sorted(seqs, key=_natural):
+    for user in sorted(seqs, key=natural_order):
         s = seqs[user]
         users.append(
             UserSeq(
@@ -138,7 +148,7 @@ def build_dataset(history: History) -> Dataset:
         )
     item_text = {i: t for i, t in history.item_text.items() if i in set(vocab.items)}
     vocab = Vocab(vocab.items, item_text, vocab.types)
-    white, raw = item_text_table(list(vocab.items), item_text, len(SPECIAL_ITEMS))
+    white, raw = item_text_table(list(vocab.items), item_text, N_RESERVED_ITEMS)
     return Dataset(vocab, users, white, raw, history.source, history.fingerprint)
 
 
@@ -219,7 +229,7 @@ def surprise_quantiles(net: SequenceTransformer, data: Dataset, max_len: int) ->
     net.eval()
     table = net.item_table()
     blocked = torch.zeros(net.config.n_items)
-    blocked[: len(SPECIAL_ITEMS)] = -1e9
+    blocked[:N_RESERVED_ITEMS] = MASKED
     rows = [
         (u.items[:-2], u.types[:-2], u.ts[:-2], u.items[-2], u.types[-2])
         for u in data.users
@@ -271,23 +281,18 @@ def fit(
     seen = torch.zeros(data.vocab.n_items)
     for u in train:
         seen[u.items] = 1.0
-    seen[: len(SPECIAL_ITEMS)] = 0.0
-    net_cfg = NetworkConfig(
+    seen[:N_RESERVED_ITEMS] = 0.0
+    net_cfg = replace(
+        cfg.network,
         n_items=data.vocab.n_items,
         n_types=data.vocab.n_types,
-        hidden=cfg.hidden,
-        layers=cfg.layers,
-        heads=cfg.heads,
-        dropout=cfg.dropout,
-        max_positions=max(cfg.max_len, 64),
-        id_dropout=cfg.id_dropout,
-        top_k=cfg.top_k,
+        max_positions=max(cfg.max_len, cfg.network.max_positions),
     )
     net = SequenceTransformer(net_cfg, torch.from_numpy(data.text_white), seen)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # Items absent from the training data are no one's negatives: nothing is known of them.
-    unseen_mask = (1.0 - seen) * -1e9
-    unseen_mask[: len(SPECIAL_ITEMS)] = -1e9
+    unseen_mask = (1.0 - seen) * MASKED
+    unseen_mask[:N_RESERVED_ITEMS] = MASKED
     val_cases = data.cases("val")
     item_loss = nn.CrossEntropyLoss(ignore_index=IGNORE)
     type_loss = nn.CrossEntropyLoss(ignore_index=IGNORE)
@@ -301,7 +306,7 @@ def fit(
         losses = []
         for start in range(0, len(windows), cfg.batch_size):
             b = _window_batch(windows[start : start + cfg.batch_size], cfg.max_len)
-            keep = (torch.rand(net_cfg.n_items) >= cfg.id_dropout).float()
+            keep = (torch.rand(net_cfg.n_items) >= cfg.network.id_dropout).float()
             item_logits, type_logits, risk_logits = net(
                 b["item_ids"], b["event_types"], b["time_gaps"], id_keep=keep
             )
@@ -345,7 +350,7 @@ def baselines(data: Dataset, cases: list[EvalCase]) -> dict[str, dict]:
 def hidden_items(data: Dataset, share: float, seed: int) -> set[int]:
     """A seeded random share of the item vocabulary, for the cold-start run."""
     rng = random.Random(seed)
-    items = list(range(len(SPECIAL_ITEMS), data.vocab.n_items))
+    items = list(range(N_RESERVED_ITEMS, data.vocab.n_items))
     return set(rng.sample(items, round(share * len(items))))
 
 

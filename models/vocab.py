@@ -12,10 +12,9 @@ from pathlib import Path
 
 import orjson
 
+from models.contract import NO_ITEM, SPECIAL_ITEMS, UNKNOWN_ITEM
 from schemas.records import EventType
 
-PAD, NO_ITEM, UNKNOWN_ITEM = 0, 1, 2
-SPECIAL_ITEMS = ("<pad>", "<none>", "<unknown>")
 EVENT_TYPES: tuple[str, ...] = tuple(t.value for t in EventType)
 
 
@@ -27,7 +26,8 @@ def _id_order(ids: list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Vocab:
-    """Index ↔ id maps for items (with 3 reserved slots) and event types (index 0 = padding)."""
+    """Index ↔ id maps for items (the reserved slots of models/contract.py first) and event
+    types (index 0 = padding)."""
 
     items: tuple[str, ...]
     item_text: dict[str, str] = field(default_factory=dict)

@@ -119,7 +119,6 @@ class Settings(BaseSettings):
     )
     scoring_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads.")
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus port; 0 = off.")
-    web_port: int = Field(6066, ge=1, le=65535, description="Faust web port of the worker.")
 
     @model_validator(mode="after")
     def _refuse_unsafe_auth(self) -> Settings:
@@ -145,3 +144,12 @@ class Settings(BaseSettings):
         """``host:port`` list for plain aiokafka clients."""
         hosts = self.broker.split("://", 1)[-1]
         return [h.strip() for h in hosts.replace(",", ";").split(";") if h.strip()]
+
+
+def settings_or_exit() -> Settings:
+    """The settings from ``FORESIGHT_*``, or exit with the reason (for commands: a
+    configuration mistake deserves one line, not a traceback)."""
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic's ValidationError or SettingsError
+        raise SystemExit(f"Error: bad FORESIGHT_* configuration: {exc}") from None

@@ -17,23 +17,26 @@ SEQUENCE_RESETS = Counter(
     registry=REGISTRY,
 )
 ALERTS = Counter("foresight_alerts_total", "Alerts published by kind", ["kind"], registry=REGISTRY)
-BATCH_SIZE = Histogram(
+
+
+def _histogram(name: str, description: str, buckets: tuple[float, ...]) -> Histogram:
+    return Histogram(name, description, buckets=buckets, registry=REGISTRY)
+
+
+BATCH_SIZE = _histogram(
     "foresight_batch_size",
     "Sequences per scoring batch",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-    registry=REGISTRY,
+    (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
-INFERENCE = Histogram(
+INFERENCE = _histogram(
     "foresight_inference_seconds",
     "Model time per batch",
-    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1),
-    registry=REGISTRY,
+    (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1),
 )
-END_TO_END = Histogram(
+END_TO_END = _histogram(
     "foresight_end_to_end_seconds",
     "Event produced → prediction sent",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-    registry=REGISTRY,
+    (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 LAG = Gauge(
     "foresight_consumer_lag", "Records behind the high watermark", ["partition"], registry=REGISTRY

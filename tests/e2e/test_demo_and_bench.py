@@ -10,7 +10,8 @@ from models import registry
 from schemas.settings import Settings
 from tests.conftest import _free_port_pair
 from tests.support.helpers import synthetic_history, tiny_config
-from workers.tools.bench import markdown, plot_latency, run_bench
+from workers.tools.bench import run_bench
+from workers.tools.bench_report import markdown, plot_latency
 from workers.tools.demo import run_demo
 
 

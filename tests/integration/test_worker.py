@@ -169,8 +169,8 @@ async def test_two_workers_share_partitions(served: Settings, tmp_path: Path) ->
 async def test_bad_models_refused_then_good_adopted(served: Settings, tmp_path: Path) -> None:
     import onnx
 
+    from models.contract import sha256_of
     from models.pipeline import train_and_register
-    from models.runtime import sha256_file
 
     s = served
     await create_topics(s)
@@ -193,7 +193,7 @@ async def test_bad_models_refused_then_good_adopted(served: Settings, tmp_path: 
     onnx.save(model, str(s.registry / wrong / "model.onnx"))
     for bad in (corrupt, wrong):  # manifests claim the announced sha: only verification stops it
         m = orjson.loads((s.registry / bad / "manifest.json").read_bytes())
-        m.update(version=bad, sha256=sha256_file(s.registry / bad / "model.onnx"))
+        m.update(version=bad, sha256=sha256_of(s.registry / bad / "model.onnx"))
         (s.registry / bad / "manifest.json").write_bytes(orjson.dumps(m))
 
     worker = WorkerProcess(s, tmp_path / "worker.log").start()
@@ -212,7 +212,7 @@ async def test_bad_models_refused_then_good_adopted(served: Settings, tmp_path: 
         async with TopicReader(s, s.topic("predictions")) as preds:
             await produce(s, s.topic("events"), keyed(valid_events(200, 20, prefix="a")))
             await preds.until(lambda r: len(r) >= 200, 60, [worker])
-            good_sha = sha256_file(s.registry / good / "model.onnx")
+            good_sha = sha256_of(s.registry / good / "model.onnx")
             for bad in (announce(corrupt, good_sha), announce(wrong)):
                 await produce(s, control, [bad])  # one at a time: the latest one always wins
                 await asyncio.sleep(2)

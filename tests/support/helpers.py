@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 from models.data import History, Interaction
+from models.network import NetworkConfig
 from models.train import TrainConfig
 
 TYPES = ["view", "click", "add_to_cart", "purchase", "rating"]
@@ -37,19 +38,11 @@ def synthetic_history(
 
 
 def tiny_config(**overrides) -> TrainConfig:
-    base = dict(
-        epochs=3,
-        hidden=16,
-        layers=1,
-        heads=2,
-        max_len=10,
-        batch_size=32,
-        patience=3,
-        progress=False,
-        top_k=5,
-    )
-    base.update(overrides)
-    return TrainConfig(**base)
+    shape: dict = dict(hidden=16, layers=1, heads=2, max_positions=64, top_k=5)
+    base: dict = dict(epochs=3, max_len=10, batch_size=32, patience=3, progress=False)
+    for name, value in overrides.items():
+        (shape if name in NetworkConfig.__dataclass_fields__ else base)[name] = value
+    return TrainConfig(network=NetworkConfig(**shape), **base)
 
 
 def tiny_model(registry: Path, **overrides) -> str:

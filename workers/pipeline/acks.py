@@ -14,9 +14,9 @@ Three gaps in faust-streaming 0.15 that this closes, each seen in the kill -9 te
   delivers it again after the rebalance, and that copy carries the ack).
 * A jump in offsets means messages went missing between the fetcher and the stream, which is
   how Faust's recovery race (faust-streaming #596, closed by
-  ``Foresight._on_rebalance_complete``) showed itself. Each partition's line starts, in every
-  generation, at the offset Faust committed, and every jump is logged. (Transaction markers
-  in the input take offsets too.)
+  ``RebalanceHooks.on_rebalance_complete``, workers/kafka/rebalance.py) showed itself. Each
+  partition's line starts, in every generation, at the offset Faust committed, and every
+  jump is logged. (Transaction markers in the input take offsets too.)
 """
 
 from __future__ import annotations
@@ -49,7 +49,17 @@ class _Cursor:
 
 
 class OrderedAcks:
-    """Admits each offset once per generation, and acks in consumption order once done."""
+    """Admits each offset once per generation, and acks in consumption order once done.
+
+    The hooks and the order they are called in, on the event loop only (no locking):
+
+    1. ``track(event)`` by the ingest agent, for each message Faust delivers, in delivery order.
+    2. ``done(*slots)`` once every output of those messages is on the broker; any number of
+       times, in any order across slots, each slot at most once.
+    3. ``forget(partitions)`` from ``on_partitions_revoked``, before the new generation's
+       messages are delivered; slots of those partitions may still reach ``done`` afterwards
+       and are then ignored.
+    """
 
     def __init__(
         self, generation: Callable[[], int], committed: Callable[[Any], int | None]
@@ -61,7 +71,11 @@ class OrderedAcks:
 
     def track(self, event: Any) -> Slot | None:
         """Call in consumption order, once per message: its Slot, or None for a second copy
-        of an offset already taken (finish that copy without acking it)."""
+        of an offset already taken (finish that copy without acking it).
+
+        Before: ``event`` is the next message Faust delivered for its partition. After: a
+        returned Slot is last in its partition's line, and the line of a partition seen
+        first in this consumer generation starts at Faust's committed offset."""
         message = event.message
         tp, offset = message.tp, message.offset
         cursor = self._cursors.get(tp)
@@ -87,7 +101,12 @@ class OrderedAcks:
 
     def done(self, *slots: Slot) -> None:
         """The messages' outputs are on the broker: ack them and the finished ones behind
-        them, draining each partition's line once however many slots finished."""
+        them, draining each partition's line once however many slots finished.
+
+        Before: each slot came from ``track`` and was not passed to ``done`` before. After:
+        Faust has been told of every message at the head of each line that is done, in
+        offset order, and of none after the first one still pending; messages fetched in an
+        older generation are dropped from the line unacked (Faust redelivers them)."""
         lines = set()
         for slot in slots:
             slot.done = True
@@ -102,7 +121,10 @@ class OrderedAcks:
 
     def forget(self, partitions: Iterable[Any]) -> None:
         """Partitions taken away: their unfinished messages will be redelivered to the new
-        owner from the last commit, so nothing here may ack them any more."""
+        owner from the last commit, so nothing here may ack them any more.
+
+        Before: Faust has stopped delivering these partitions. After: they have no line and no
+        cursor; a later ``track`` for one starts a fresh line at the committed offset."""
         for tp in partitions:
             self._lines.pop(tp, None)
             self._cursors.pop(tp, None)

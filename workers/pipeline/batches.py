@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from schemas.codec import Stage
@@ -45,26 +46,20 @@ class Failure(NamedTuple):
     reason: str
 
 
+@dataclass
 class BatchPublisher:
     """Scores each batch with the model in service and publishes its outputs in order."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        holder: ModelHolder,
-        outputs: OutputBuilder,
-        store: SequenceStore,
-        publisher: Publisher,
-        outbox: Outbox,
-    ) -> None:
-        self.settings = settings
-        self.holder = holder
-        self.outputs = outputs
-        self.store = store
-        self.publisher = publisher
-        self.outbox = outbox
-        self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT_BATCHES)
-        self._publish_turn: asyncio.Future | None = None  # done once the latest batch published
+    settings: Settings
+    holder: ModelHolder
+    outputs: OutputBuilder
+    store: SequenceStore
+    publisher: Publisher
+    outbox: Outbox
+    in_flight: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(MAX_IN_FLIGHT_BATCHES)
+    )
+    _publish_turn: asyncio.Future | None = None  # done once the latest batch has published
 
     async def handle(self, jobs: list[Job]) -> None:
         """The batcher's handler: score one batch, publish it after the batch before it, and

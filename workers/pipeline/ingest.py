@@ -41,23 +41,16 @@ class Job:
     sequence_after: bytes  # the user's stored sequence after this event, for the changelog
 
 
+@dataclass
 class Ingest:
     """Decode, validate and sequence each event; hand valid ones to the batcher."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: SequenceStore,
-        acks: OrderedAcks,
-        outbox: Outbox,
-        expiry: Expiry,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.acks = acks
-        self.outbox = outbox
-        self.expiry = expiry
-        self.batcher: MicroBatcher[Job] | None = None  # set by the app before it starts
+    settings: Settings
+    store: SequenceStore
+    acks: OrderedAcks
+    outbox: Outbox
+    expiry: Expiry
+    batcher: MicroBatcher[Job] | None = None  # set by the app before it starts
 
     async def consume(self, stream) -> None:
         """The agent. Every message ends either in a batch or on the DLQ with its stage and

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from models.contract import SPECIAL_ITEMS
 from models.features import pad_batch
 from models.runtime import LoadedModel, load_artifact
 from workers.pipeline.sequence import SeqEvent
@@ -79,7 +80,7 @@ class OnnxScorer:
         vocab = loaded.vocab
         self._item_index = vocab.item_index
         self._type_index = {t: i + 1 for i, t in enumerate(vocab.types)}
-        self.item_ids = ("<pad>", "<none>", "<unknown>", *vocab.items)
+        self.item_ids = (*SPECIAL_ITEMS, *vocab.items)
 
     @classmethod
     def from_directory(cls, directory: Path, max_length: int, threads: int | None = None):

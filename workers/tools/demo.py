@@ -162,6 +162,7 @@ def traffic(n: int, ml100k: Path | None, seed: int) -> tuple[list[dict], dict[st
 def quick_model(settings: Settings, ml100k: Path | None, epochs: int, workdir: Path) -> str:
     """Train a first model on synthetic history (+ MovieLens when available) and promote it."""
     from models.data import load_event_file
+    from models.network import NetworkConfig
     from models.pipeline import refresh_once
     from models.train import TrainConfig
 
@@ -177,7 +178,10 @@ def quick_model(settings: Settings, ml100k: Path | None, epochs: int, workdir: P
                 fh.write(orjson.dumps({**r, "user_id": f"ml{r['user_id']}"}) + b"\n")
     history = load_event_file(history_file, labels_file)
     cfg = TrainConfig(
-        epochs=epochs, patience=3, max_len=settings.max_sequence_length, top_k=settings.top_k
+        epochs=epochs,
+        patience=3,
+        max_len=settings.max_sequence_length,
+        network=NetworkConfig(max_positions=64, top_k=settings.top_k),
     )
     out = refresh_once(history, settings.registry, cfg, None, None, True)
     return out["version"]
@@ -205,6 +209,23 @@ def summary(state: DemoState, fraud_users: dict[str, str], seconds: float) -> di
     }
 
 
+def _prepare(settings: Settings, ml100k: Path | None, epochs: int, workdir: Path) -> Settings:
+    """Fresh topics for this run (the settings it runs with), and a model if there is none."""
+    run = settings.model_copy(
+        update={
+            "topic_prefix": f"{settings.topic_prefix}demo-{uuid.uuid4().hex[:6]}.",
+            "store": "memory://",
+            "app_id": f"demo-{uuid.uuid4().hex[:6]}",
+        }
+    )
+    asyncio.run(create_topics(run))
+    if registry.current(settings.registry) is None:
+        console.print("[b]==> no model yet: training a quick one (progress below)[/b]")
+        version = quick_model(settings, ml100k, epochs, workdir / "train")
+        console.print(f"==> model {version} promoted")
+    return run
+
+
 def run_demo(
     settings: Settings,
     events: int,
@@ -218,18 +239,7 @@ def run_demo(
     started_broker = ensure_running(settings)
     worker: WorkerProcess | None = None
     try:
-        run = settings.model_copy(
-            update={
-                "topic_prefix": f"{settings.topic_prefix}demo-{uuid.uuid4().hex[:6]}.",
-                "store": "memory://",
-                "app_id": f"demo-{uuid.uuid4().hex[:6]}",
-            }
-        )
-        asyncio.run(create_topics(run))
-        if registry.current(settings.registry) is None:
-            console.print("[b]==> no model yet: training a quick one (progress below)[/b]")
-            version = quick_model(settings, ml100k, epochs, workdir / "train")
-            console.print(f"==> model {version} promoted")
+        run = _prepare(settings, ml100k, epochs, workdir)
         traffic_events, fraud_users = traffic(events, ml100k, seed=11)
         worker = WorkerProcess(run, workdir / "demo-worker.log", loglevel="warning")
         worker.start()

@@ -157,6 +157,9 @@ class Generator:
             self._tick(10)
             yield self._event(user, "search", None, text=rng.choice(NOUNS[focus.category]))
 
+    def _purchase(self, user: str, item: Item, **extra) -> dict:
+        return self._event(user, "purchase", item, price=item.price, currency="EUR", **extra)
+
     def fraud(self, user: str, pattern: str) -> Iterator[dict]:
         rng = self.rng
         if pattern == "account_takeover":
@@ -168,15 +171,7 @@ class Generator:
             for _ in range(rng.randint(3, 6)):
                 self._tick(4)
                 item = max(rng.sample(self.items, 5), key=lambda it: it.price)
-                yield self._event(
-                    user,
-                    "purchase",
-                    item,
-                    price=item.price,
-                    quantity=1,
-                    currency="EUR",
-                    where=where,
-                )
+                yield self._purchase(user, item, quantity=1, where=where)
                 yield self._event(
                     user, "payment", None, price=item.price, currency="EUR", where=where
                 )
@@ -195,14 +190,8 @@ class Generator:
             for _ in range(rng.randint(2, 4)):
                 self._tick(5)
                 item = min(rng.sample(self.items, 5), key=lambda it: it.price)
-                yield self._event(
-                    user,
-                    "purchase",
-                    item,
-                    price=item.price,
-                    currency="EUR",
-                    attrs={"promo": "WELCOME10", "title": item.title, "category": item.category},
-                )
+                attrs = {"promo": "WELCOME10", "title": item.title, "category": item.category}
+                yield self._purchase(user, item, attrs=attrs)
 
     def events(self, n: int) -> Iterator[tuple[dict, str | None]]:
         """Exactly ``n`` events with their labels (None = legitimate)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import faust
 import orjson
@@ -37,20 +38,9 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.partitions,
     )
-    events = app.topic(
-        settings.topic("events"),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    out = app.topic(
-        settings.topic("predictions") + ".naive",
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw"}
+    events = app.topic(settings.topic("events"), value_serializer="raw", **raw)
+    out = app.topic(settings.topic("predictions") + ".naive", value_serializer="raw", **raw)
     table = app.Table("naive-sequences", default=list)
 
     @app.agent(events)

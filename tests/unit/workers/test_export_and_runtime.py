@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from models import registry
+from models.contract import OUTPUTS, sha256_of
 from models.export import export_onnx, parity
 from models.features import pad_batch
 from models.network import NetworkConfig, SequenceTransformer
-from models.runtime import OUTPUTS, ModelRefused, golden_batch, load_artifact, sha256_file
+from models.runtime import ModelRefused, golden_batch, load_artifact
 from tests.support.helpers import tiny_model
 from workers.pipeline.sequence import SeqEvent, UserSequence
 from workers.scoring.process import RemoteScorer, ScoringFailed, ScoringProcess
@@ -38,7 +39,7 @@ def copy(artifact: Path, tmp_path: Path) -> Path:
 
 def _rewrite_sha(directory: Path) -> None:
     manifest = orjson.loads((directory / "manifest.json").read_bytes())
-    manifest["sha256"] = sha256_file(directory / "model.onnx")
+    manifest["sha256"] = sha256_of(directory / "model.onnx")
     (directory / "manifest.json").write_bytes(orjson.dumps(manifest))
 
 
@@ -152,7 +153,7 @@ async def test_scoring_process_matches_in_process_scores_and_survives_a_crash(
             await process.load(artifact.parent / "missing", 50, None)
         with pytest.raises(ModelRefused, match="announced sha256"):
             await process.load(artifact, 50, None, "0" * 64)
-        announced = sha256_file(artifact / "model.onnx")
+        announced = sha256_of(artifact / "model.onnx")
         assert (await process.load(artifact, 50, None, announced))["version"] == remote.version
     finally:
         await process.stop()
@@ -231,5 +232,5 @@ def test_promote_marks_current(copy: Path) -> None:
     assert registry.current(reg) is None
     record = registry.promote(reg, copy.name)
     assert registry.current(reg) == copy.name
-    assert record.sha256 == sha256_file(copy / "model.onnx")
+    assert record.sha256 == sha256_of(copy / "model.onnx")
     assert registry.versions(reg) == [copy.name]

@@ -20,7 +20,7 @@ from workers.kafka.publisher import _hash_slot
 from workers.pipeline.acks import OrderedAcks
 from workers.pipeline.batcher import MicroBatcher
 from workers.pipeline.sequence import SeqEvent, UserSequence
-from workers.tools.bench import latency_by_second
+from workers.tools.bench_report import latency_by_second
 from workers.tools.generator import Generator
 
 

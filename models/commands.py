@@ -1,0 +1,178 @@
+"""The trainer's commands (``foresight train``, ``foresight model ...``), added to the
+``foresight`` command by workers/cli.py; torch is imported only when a command runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from schemas.settings import settings_or_exit
+
+commands = click.Group("trainer")
+
+
+def path_option(name: str, help: str, exists: bool = False):
+    """An optional file or directory option (None when not given)."""
+    return click.option(name, type=click.Path(exists=exists, path_type=Path), help=help)
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"{text!r}: use e.g. 90s, 30m, 6h") from None
+
+
+@commands.command()
+@click.option(
+    "--data",
+    "data_spec",
+    required=True,
+    help="ml100k:DIR | jsonl:FILE | csv:FILE | parquet:FILE | topic:NAME",
+)
+@path_option("--labels", "JSONL of {event_id, fraud} labels for the risk head.", exists=True)
+@path_option("--registry", "Registry directory (default FORESIGHT_REGISTRY).")
+@click.option("--epochs", type=int, default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-len", type=int, default=None, help="Events per sequence (default setting).")
+@click.option(
+    "--cold-start",
+    "cold_share",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Share of items hidden in the cold-start run; 0 skips it.",
+)
+@click.option("--every", default=None, help="Retrain on this schedule (e.g. 6h) until stopped.")
+@click.option(
+    "--promote/--no-promote",
+    default=True,
+    show_default=True,
+    help="Promote when the regression gate passes.",
+)
+@click.option("--users", type=int, default=None, help="Train on the first N users only.")
+def train(
+    data_spec, labels, registry, epochs, seed, max_len, cold_share, every, promote, users
+) -> None:
+    """Train, evaluate (EVAL_PROTOCOL.md), export ONNX, verify parity, register, gate, promote."""
+    import logging
+    import time
+
+    from models.data import load
+    from models.network import NetworkConfig
+    from models.pipeline import refresh_once
+    from models.train import TrainConfig, natural_order
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    s = settings_or_exit()
+    registry = registry or s.registry
+    cfg = TrainConfig(
+        epochs=epochs,
+        seed=seed,
+        max_len=max_len or s.max_sequence_length,
+        network=NetworkConfig(max_positions=64, top_k=s.top_k),
+    )
+    while True:
+        history = load(data_spec, s, labels)
+        if users:
+            keep = set(sorted({x.user_id for x in history.interactions}, key=natural_order)[:users])
+            history.interactions = [x for x in history.interactions if x.user_id in keep]
+        out = refresh_once(
+            history,
+            registry,
+            cfg,
+            cold_share or None,
+            s if data_spec.startswith("topic:") or every else None,
+            promote,
+        )
+        _print_report(out["version"], out["report"], registry)
+        if not every:
+            return
+        click.echo(f"next refresh in {every}")
+        time.sleep(_duration(every))
+
+
+def _print_report(version: str, report: dict, registry: Path) -> None:
+    m, b = report["metrics"], report["baselines"]
+    click.echo(f"\nversion {version} → {registry / version}")
+    click.echo(f"{'':14}{'HR@1':>8}{'HR@10':>8}{'HR@20':>8}{'NDCG@10':>9}")
+    click.echo(f"{'model':14}{m['hr@1']:8.4f}{m['hr@10']:8.4f}{m['hr@20']:8.4f}{m['ndcg@10']:9.4f}")
+    for name in ("markov", "most_popular"):
+        x = b[name]
+        click.echo(
+            f"{name:14}{x['hr@1']:8.4f}{x['hr@10']:8.4f}{x['hr@20']:8.4f}{x['ndcg@10']:9.4f}"
+        )
+    if "cold_start" in report:
+        c = report["cold_start"]
+        click.echo(
+            f"cold start ({c['users']} users): model HR@10 {c['hr@10']:.4f} NDCG@10 "
+            f"{c['ndcg@10']:.4f} | text-only HR@10 {c['text_baseline']['hr@10']:.4f} "
+            f"NDCG@10 {c['text_baseline']['ndcg@10']:.4f}"
+        )
+    g = report.get("gate", {})
+    click.echo(
+        f"gate: {g.get('reason')} (candidate {g.get('candidate')}, current "
+        f"{g.get('current')}) → {'promoted' if g.get('promoted') else 'not promoted'}"
+    )
+    click.echo(f"train time {report['train_seconds']}s")
+
+
+@commands.group()
+def model() -> None:
+    """The model registry."""
+
+
+@model.command("list")
+def model_list() -> None:
+    """Every version with its test NDCG@10; * marks CURRENT."""
+    from models import registry as reg
+
+    s = settings_or_exit()
+    current = reg.current(s.registry)
+    for version in reg.versions(s.registry):
+        m = reg.manifest(s.registry, version)
+        click.echo(
+            f"{'*' if version == current else ' '} {version}  ndcg@10="
+            f"{m['metrics'].get('ndcg@10', float('nan')):.4f}  "
+            f"data={m['training_data']['source']}"
+        )
+
+
+@model.command("verify")
+@click.argument("version")
+def model_verify(version: str) -> None:
+    """Load VERSION exactly as the worker would: sha256, signature, golden batch."""
+    from models import registry as reg
+    from models.runtime import ModelRefused
+
+    try:
+        loaded = reg.verify(settings_or_exit().registry, version)
+    except ModelRefused as exc:
+        raise click.ClickException(f"{version} refused: {exc}") from None
+    click.echo(f"{version} ok (provider {loaded.provider})")
+
+
+@model.command("promote")
+@click.argument("version")
+@click.option(
+    "--announce/--no-announce",
+    default=True,
+    show_default=True,
+    help="Publish on models.control (needs a reachable broker).",
+)
+def model_promote(version: str, announce: bool) -> None:
+    """Verify VERSION, mark it CURRENT, announce it on models.control."""
+    from models import registry as reg
+    from models.runtime import ModelRefused
+
+    s = settings_or_exit()
+    try:
+        record = reg.promote(s.registry, version, s if announce else None)
+    except ModelRefused as exc:
+        raise click.ClickException(f"{version} refused: {exc}") from None
+    click.echo(
+        f"{version} is current ({record.sha256[:12]}…)"
+        + (f", announced on {s.topic('models.control')}" if announce else "")
+    )

@@ -1,0 +1,45 @@
+"""The contract between the trainer and the worker, free of torch: what a model artifact takes
+and returns, and the item slots every vocabulary reserves.
+
+The trainer exports to it (models/export.py), the runtime checks every artifact against it
+(models/runtime.py), and the worker feeds and reads it (workers/scoring/).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+#: The graph's inputs, name → (ONNX type, rank): left-padded [batch, sequence] indices.
+INPUTS = {
+    "item_ids": ("tensor(int64)", 2),
+    "event_types": ("tensor(int64)", 2),
+    "time_gaps": ("tensor(int64)", 2),
+}
+#: The graph's outputs, name → (ONNX type, rank), one row per sequence.
+OUTPUTS = {
+    "next_action": ("tensor(float)", 2),
+    "top_items": ("tensor(int64)", 2),
+    "top_scores": ("tensor(float)", 2),
+    "risk": ("tensor(float)", 1),
+    "surprise": ("tensor(float)", 1),
+}
+
+#: Item indices every vocabulary reserves before the real items: padding, an event without an
+#: item, and an item the model has never seen.
+PAD, NO_ITEM, UNKNOWN_ITEM = 0, 1, 2
+SPECIAL_ITEMS = ("<pad>", "<none>", "<unknown>")
+N_RESERVED_ITEMS = len(SPECIAL_ITEMS)
+#: The logit added to items that must never be recommended (the reserved slots; in training,
+#: items no one has seen): softmax gives them zero.
+MASKED = -1e9
+
+
+def sha256_of(*paths: Path) -> str:
+    """Hex sha256 of the files' bytes, one after the other, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,118 @@
+"""The worker's architecture, held by tests: rooms, one Faust shim, records pinned to schemas."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import orjson
+import pytest
+
+from schemas.internal import TrendPartial
+from schemas.jsonschema import SCHEMA_DIR
+from schemas.records import Event, Prediction
+from workers.analytics.trends import TrendAccumulator
+from workers.kafka import faust_compat
+from workers.pipeline.outputs import prediction_value
+
+REPO = Path(__file__).resolve().parents[3]
+WORKERS = REPO / "workers"
+ALLOWED_PRIVATE = {("workers/kafka/publisher.py", "os._exit")}  # documented stdlib API
+
+
+def _modules(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.py") if "tools" not in p.relative_to(root).parts)
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_installed_faust_is_one_the_shim_was_checked_against() -> None:
+    faust_compat.check_versions()
+
+
+@pytest.mark.parametrize(
+    ("installed", "expected"),
+    [
+        ({"faust-streaming": "0.16.0", "mode-streaming": "0.7.1"}, "faust-streaming 0.16.0"),
+        ({"faust-streaming": "0.15.3", "mode-streaming": "0.3.0"}, "mode-streaming 0.3.0"),
+        ({"mode-streaming": "0.7.1"}, "faust-streaming is not installed"),
+    ],
+)
+def test_a_faust_outside_the_checked_range_is_refused_clearly(
+    installed: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(faust_compat.IncompatibleFaust) as refused:
+        faust_compat.check_versions(installed)
+    assert expected in str(refused.value)
+    assert "workers/kafka/faust_compat.py" in str(refused.value)
+
+
+def test_private_attributes_of_libraries_are_reached_only_in_the_shim() -> None:
+    found = []
+    for path in _modules(WORKERS):
+        name = str(path.relative_to(REPO))
+        if name == "workers/kafka/faust_compat.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Attribute) or not re.match(r"_[a-z]", node.attr):
+                continue
+            owner = node.value
+            if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+                continue  # our own objects' state
+            if (name, ast.unparse(node)) not in ALLOWED_PRIVATE:
+                found.append(f"{name}:{node.lineno} {ast.unparse(node)}")
+    assert found == [], "private attributes belong in workers/kafka/faust_compat.py"
+
+
+def test_nothing_in_the_worker_imports_the_tools() -> None:
+    importers = [
+        str(path.relative_to(REPO))
+        for path in _modules(WORKERS)
+        if path.name != "cli.py" and any(m.startswith("workers.tools") for m in _imports(path))
+    ]
+    assert importers == []
+
+
+def test_the_trainer_package_holds_no_faust_app() -> None:
+    users = [p.name for p in (REPO / "models").rglob("*.py") if "faust" in _imports(p)]
+    assert users == []
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.worker", "Dockerfile.trainer"])
+def test_images_copy_every_worker_room_but_the_tools(dockerfile: str) -> None:
+    copies = re.findall(r"^COPY (\S+) ", (REPO / "deploy" / dockerfile).read_text(), re.M)
+    rooms = {f"workers/{p.name}" for p in WORKERS.iterdir() if (p / "__init__.py").exists()} - {
+        "workers/tools"
+    }
+    assert "workers" not in copies and "workers/tools" not in copies
+    assert "workers/*.py" in copies and rooms <= set(copies)
+
+
+def _schema_properties(name: str) -> set[str]:
+    return set(orjson.loads((SCHEMA_DIR / f"{name}.schema.json").read_bytes())["properties"])
+
+
+def test_the_prediction_builder_writes_exactly_the_schema() -> None:
+    event = Event.model_validate(
+        {"event_id": "e1", "user_id": "u1", "type": "view", "ts": 1_700_000_000, "item_id": "i"}
+    )
+    value = prediction_value(event, "v1", {"view": 1.0}, ["i"], [0.5], 0.1, 0.2, 3, 12.0)
+    assert set(orjson.loads(value)) == _schema_properties("prediction")
+    assert Prediction.model_validate_json(value).sequence_length == 3
+
+
+def test_trend_partials_are_written_exactly_as_their_schema() -> None:
+    parts = TrendAccumulator(60)
+    parts.add("i", "toys", "view", 1_700_000_000.0, 0.5)
+    for partial in parts.drain():
+        assert set(partial) == _schema_properties("trend_partial")
+        assert TrendPartial.model_validate_json(orjson.dumps(partial)).volume == 1

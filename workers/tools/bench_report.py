@@ -1,0 +1,92 @@
+"""How ``foresight bench`` reports its results: per-second latency, the Markdown table and
+the latency plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def latency_by_second(predicted_ms: np.ndarray, latency_ms: np.ndarray) -> list[dict]:
+    """p50/p99/max per second of produce time (a prediction's timestamp less its latency)."""
+    produced = predicted_ms - latency_ms
+    second = ((produced - produced.min()) // 1000).astype(int)
+    rows = []
+    for s in range(int(second.max()) + 1):
+        chosen = latency_ms[second == s]
+        if chosen.size:
+            rows.append(
+                {
+                    "second": s,
+                    "events": int(chosen.size),
+                    "p50": round(float(np.percentile(chosen, 50)), 1),
+                    "p99": round(float(np.percentile(chosen, 99)), 1),
+                    "max": round(float(chosen.max()), 1),
+                }
+            )
+    return rows
+
+
+def plot_latency(result: dict, path: Path, bar_ms: float = 250.0) -> None:
+    """The latency run second by second, against the p99 bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["pipeline"]["latency_by_second"]
+    seconds = [r["second"] for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for key in ("p50", "p99", "max"):
+        ax.plot(seconds, [r[key] for r in rows], marker=".", label=key)
+    ax.axhline(bar_ms, color="grey", linestyle=":", label=f"{bar_ms:.0f} ms")
+    ax.set_xlabel("second of the latency run (by produce time)")
+    ax.set_ylabel("end-to-end latency, ms")
+    ax.set_title(
+        f"one worker at {result['pipeline']['offered_events_per_s']:,.0f} events/s offered"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def markdown(result: dict) -> str:
+    p, r, n = result["pipeline"], result["raw"], result["naive"]
+    lat = p["latency_ms"]
+    lines = [
+        f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
+        f"GPU: {result['machine']['gpu'] or 'none'}; model {result['model_version']}; "
+        f"{result['events']} events.",
+        "",
+        "| run | events/s | p50 ms | p95 ms | p99 ms | notes |",
+        "|---|---:|---:|---:|---:|---|",
+        f"| raw (aiokafka consume) | {r['events_per_s']:,.0f} | | | | the ceiling |",
+        f"| pipeline (1 worker) | {p['events_per_s']:,.0f} | {lat['p50']} | {lat['p95']} | "
+        f"{lat['p99']} | latency at {p['offered_events_per_s']:,.0f} ev/s offered; peak RSS "
+        f"{p['peak_rss_mb']} MB |",
+        f"| naive (per-event torch in Faust) | {n['events_per_s']:,.0f} | | | | "
+        f"{n['events']} events |",
+        "",
+        f"pipeline/raw = {result['ratios']['pipeline_vs_raw']:.3f}, "
+        f"pipeline/naive = {result['ratios']['pipeline_vs_naive']:.1f}x",
+        "",
+        _worst_second(p["latency_by_second"]),
+        "",
+        "| ONNX batch | " + " | ".join(result["inference"]["sequences_per_s"]) + " |",
+        "|---|" + "---:|" * len(result["inference"]["sequences_per_s"]),
+        "| sequences/s | "
+        + " | ".join(f"{v:,.0f}" for v in result["inference"]["sequences_per_s"].values())
+        + " |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _worst_second(rows: list[dict], bar_ms: float = 250.0) -> str:
+    worst = max(rows, key=lambda r: r["p99"])
+    over = sum(r["p99"] > bar_ms for r in rows)
+    return (
+        f"Latency run by second: worst p99 {worst['p99']:,.1f} ms (second {worst['second']} "
+        f"of {len(rows)}); {over} of {len(rows)} seconds had p99 over {bar_ms:.0f} ms."
+    )

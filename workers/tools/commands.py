@@ -1,0 +1,219 @@
+"""The developer tools' commands (``foresight broker|generate|replay|bench|demo``), added
+to the ``foresight`` command by workers/cli.py when workers/tools is installed (the worker
+image leaves it out)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from models.commands import path_option
+from schemas.settings import Settings, settings_or_exit
+
+commands = click.Group("tools")
+
+
+# --- broker -------------------------------------------------------------------------------------
+@commands.group()
+def broker() -> None:
+    """The local single-node Apache Kafka used for development, tests, demo and bench."""
+
+
+def _local_broker(s: Settings | None = None):
+    from workers.tools.local_broker import for_settings
+
+    return for_settings(s or settings_or_exit())
+
+
+@broker.command("start")
+def broker_start() -> None:
+    """Fetch jars once, format storage once, start, and wait until it answers."""
+    from workers.tools.local_broker import BrokerError
+
+    b = _local_broker()
+    try:
+        took = b.start()
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"broker running at {b.bootstrap} (pid {b.pid()}, ready in {took:.1f}s, log {b.log_file})"
+    )
+
+
+@broker.command("stop")
+def broker_stop() -> None:
+    """Stop the local broker cleanly."""
+    b = _local_broker()
+    click.echo("broker stopped" if b.stop() else "broker was not running")
+
+
+@broker.command("status")
+def broker_status() -> None:
+    """Print the bootstrap address if the local broker runs (exit 1 if not)."""
+    from workers.tools.local_broker import answers
+
+    b = _local_broker()
+    if answers(b.bootstrap):
+        click.echo(b.bootstrap)
+    else:
+        click.echo(f"not running ({b.bootstrap})", err=True)
+        sys.exit(1)
+
+
+# --- traffic ------------------------------------------------------------------------------------
+@commands.command()
+@click.option("--events", "n", type=int, default=10_000, show_default=True)
+@click.option("--users", type=int, default=2_000, show_default=True)
+@click.option("--items", type=int, default=500, show_default=True)
+@click.option(
+    "--fraud-rate",
+    type=float,
+    default=0.02,
+    show_default=True,
+    help="Share of user visits that follow a fraud pattern.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@path_option("--out", "Write JSONL here (default: produce to the events topic).")
+@path_option("--labels", "Write per-event fraud labels (JSONL) here.")
+def generate(n, users, items, fraud_rate, seed, out, labels) -> None:
+    """Synthetic e-commerce events with labelled fraud, deterministic by seed."""
+    import orjson
+
+    from workers.tools.generator import Generator
+    from workers.tools.produce import replay
+
+    pairs = list(Generator(users, items, fraud_rate, seed).events(n))
+    if labels:
+        with open(labels, "wb") as fh:
+            for e, pattern in pairs:
+                fh.write(
+                    orjson.dumps(
+                        {
+                            "event_id": e["event_id"],
+                            "fraud": pattern is not None,
+                            "pattern": pattern,
+                        }
+                    )
+                    + b"\n"
+                )
+    if out:
+        with open(out, "wb") as fh:
+            for e, _ in pairs:
+                fh.write(orjson.dumps(e) + b"\n")
+        click.echo(f"wrote {len(pairs)} events to {out}")
+    else:
+        stats = asyncio.run(replay(settings_or_exit(), [e for e, _ in pairs], len(pairs)))
+        click.echo(f"produced {stats.sent} events in {stats.seconds:.1f}s")
+    frauds = sum(p is not None for _, p in pairs)
+    click.echo(f"{frauds} fraud events ({frauds / max(len(pairs), 1):.1%})")
+
+
+@commands.command("replay")
+@click.option(
+    "--source", required=True, help="ml100k:DIR | jsonl:FILE | csv:FILE | parquet:FILE | synthetic"
+)
+@click.option("--limit", type=int, default=None, help="At most this many events.")
+@click.option("--rate", type=float, default=None, help="Target events per second.")
+@click.option(
+    "--speedup",
+    type=float,
+    default=None,
+    help="Replay at event-time speed times this factor (e.g. 86400: a day per second).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def replay_command(source, limit, rate, speedup, seed) -> None:
+    """Produce events from a dataset, a file or the generator to the events topic."""
+    from workers.tools.produce import replay, source_events
+
+    events, total = source_events(source, limit, seed)
+    stats = asyncio.run(replay(settings_or_exit(), events, total, rate, speedup))
+    click.echo(f"replayed {stats.sent} events in {stats.seconds:.1f}s ({stats.rate:.0f} ev/s)")
+
+
+# --- bench --------------------------------------------------------------------------------------
+@commands.command()
+@click.option("--events", "n", type=int, default=50_000, show_default=True)
+@click.option("--naive-events", type=int, default=5_000, help="Events for the naive run.")
+@click.option("--latency-seconds", type=float, default=15.0, show_default=True)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=Path("bench-results/bench.json"),
+    show_default=True,
+)
+def bench(n, naive_events, latency_seconds, json_path) -> None:
+    """raw consume vs full pipeline vs naive per-event scoring, on the real broker."""
+    import orjson
+
+    from workers.tools.bench import run_bench
+    from workers.tools.bench_report import markdown, plot_latency
+
+    s = settings_or_exit()
+    started = _ensure_local_broker(s)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        result = asyncio.run(run_bench(s, n, json_path.parent, naive_events, latency_seconds))
+    finally:
+        if started is not None:
+            started.stop()
+    json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    table = markdown(result)
+    json_path.with_suffix(".md").write_text(table)
+    plot_latency(result, json_path.with_suffix(".png"))
+    click.echo(table)
+    click.echo(
+        f"wrote {json_path}, {json_path.with_suffix('.md')} and {json_path.with_suffix('.png')}"
+    )
+
+
+def _ensure_local_broker(s: Settings):
+    from workers.tools.local_broker import BrokerError, ensure_running
+
+    try:
+        return ensure_running(s)
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# --- demo ---------------------------------------------------------------------------------------
+@commands.command()
+@click.option(
+    "--events",
+    "n",
+    type=int,
+    default=30_000,
+    show_default=True,
+    help="Events to replay before the demo ends (Ctrl-C ends it sooner).",
+)
+@click.option("--rate", type=float, default=500, show_default=True, help="Events per second.")
+@click.option(
+    "--epochs",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Epochs for the quick first model when the registry is empty.",
+)
+@click.option("--live/--no-live", default=True, show_default=True, help="Live terminal view.")
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), default=Path(".foresight/demo"), show_default=True
+)
+def demo(n, rate, epochs, live, workdir) -> None:
+    """The main job end to end: broker, topics, model, worker, live traffic, summary."""
+    import orjson
+
+    from workers.tools.demo import run_demo
+
+    s = settings_or_exit()
+    ml = s.ml100k_path if (s.ml100k_path / "u.data").exists() else None
+    click.echo(f"==> MovieLens-100K: {ml or 'not found (synthetic traffic only)'}")
+    result = run_demo(s, n, rate, ml, epochs, live, workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "summary.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    click.echo("\nsummary")
+    for key, value in result.items():
+        click.echo(f"  {key:18} {value}")
+    click.echo(f"(also in {workdir / 'summary.json'})")
