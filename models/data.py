@@ -1,4 +1,4 @@
-"""History loaders (MovieLens, event files, a topic replay) and sequences per EVAL_PROTOCOL.md.
+"""History loaders (MovieLens, event files, a topic's history) and sequences per EVAL_PROTOCOL.md.
 
 Every source becomes the same thing: a list of :class:`Interaction` in source order, which
 :func:`user_sequences` sorts per user by time with a stable sort (ties keep file order).
@@ -102,7 +102,7 @@ def load_event_file(path: Path, labels: Path | None = None) -> History:
     return History(interactions, item_text, f"file:{path}", sha256_of(path))
 
 
-async def _replay(settings, topic: str) -> list[Event]:
+async def _read_history(settings, topic: str) -> list[Event]:
     from aiokafka import TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -147,8 +147,8 @@ async def _replay(settings, topic: str) -> list[Event]:
 
 
 def load_topic(settings, topic: str, labels: Path | None = None) -> History:
-    """A replay of ``topic`` from the earliest offset to the end offsets at call time."""
-    events = asyncio.run(_replay(settings, topic))
+    """The history in ``topic``, from the earliest offset to the end offsets at call time."""
+    events = asyncio.run(_read_history(settings, topic))
     interactions, item_text = _from_events(events, _labels(labels))
     digest = hashlib.sha256(b"".join(e.event_id.encode() + b"\0" for e in events)).hexdigest()
     return History(interactions, item_text, f"topic:{topic}", digest)
@@ -163,7 +163,7 @@ def load(spec: str, settings=None, labels: Path | None = None) -> History:
         return load_event_file(Path(target), labels)
     if kind == "topic":
         if settings is None:
-            raise ValueError("topic replay needs settings")
+            raise ValueError("reading a topic needs settings")
         return load_topic(
             settings, settings.topic(target) if target == "events" else target, labels
         )

@@ -1,5 +1,5 @@
 """Real topic I/O and expected results for the integration tests (worker processes come from
-workers.tools.processes)."""
+workers.tools.worker_processes)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from schemas.codec import decode_event
 from schemas.kafka_security import aiokafka_kwargs, topic_reader
 from schemas.settings import Settings
 from workers.pipeline.sequence import UserSequence, seq_event
-from workers.tools.processes import WorkerProcess
+from workers.tools.worker_processes import WorkerProcess
 
 
 async def produce(

@@ -29,8 +29,8 @@ from schemas.settings import Settings
 from workers.kafka.topics import create_topics
 from workers.tools.bench_report import latency_by_second
 from workers.tools.generator import Generator
-from workers.tools.processes import ChildProcess, WorkerProcess, settings_env
-from workers.tools.produce import replay
+from workers.tools.produce import produce
+from workers.tools.worker_processes import ChildProcess, WorkerProcess, settings_env
 
 
 def _say(message: str) -> None:
@@ -122,10 +122,10 @@ async def pipeline_latency(
     worker = WorkerProcess(settings, workdir / "latency-worker.log", metrics_port=0).start()
     try:
         warm = events[:50]
-        await replay(settings, warm, len(warm), progress=False)
+        await produce(settings, warm, len(warm), progress=False)
         await _consume_all(settings, settings.topic("predictions"), len(warm), 120, worker)
         timed = events[50:]
-        await replay(settings, timed, len(timed), rate=rate, progress=False)
+        await produce(settings, timed, len(timed), rate=rate, progress=False)
         records = await _consume_all(
             settings, settings.topic("predictions"), len(events), 300, worker
         )
@@ -208,7 +208,7 @@ async def run_bench(
     await create_topics(base)
     events = [e for e, _ in Generator(seed=7).events(n)]
     _say(f"producing {n} events to {base.topic('events')}")
-    await replay(base, events, n, progress=False)
+    await produce(base, events, n, progress=False)
     _say("raw consume rate")
     raw = await raw_rate(base, n)
     _say(f"raw {raw['events_per_s']:.0f} ev/s; pipeline on the backlog")

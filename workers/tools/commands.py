@@ -83,7 +83,7 @@ def generate(n, users, items, fraud_rate, seed, out, labels) -> None:
     import orjson
 
     from workers.tools.generator import Generator
-    from workers.tools.produce import replay
+    from workers.tools.produce import produce
 
     pairs = list(Generator(users, items, fraud_rate, seed).events(n))
     if labels:
@@ -105,7 +105,7 @@ def generate(n, users, items, fraud_rate, seed, out, labels) -> None:
                 fh.write(orjson.dumps(e) + b"\n")
         click.echo(f"wrote {len(pairs)} events to {out}")
     else:
-        stats = asyncio.run(replay(settings_or_exit(), [e for e, _ in pairs], len(pairs)))
+        stats = asyncio.run(produce(settings_or_exit(), [e for e, _ in pairs], len(pairs)))
         click.echo(f"produced {stats.sent} events in {stats.seconds:.1f}s")
     frauds = sum(p is not None for _, p in pairs)
     click.echo(f"{frauds} fraud events ({frauds / max(len(pairs), 1):.1%})")
@@ -126,10 +126,10 @@ def generate(n, users, items, fraud_rate, seed, out, labels) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 def replay_command(source, limit, rate, speedup, seed) -> None:
     """Produce events from a dataset, a file or the generator to the events topic."""
-    from workers.tools.produce import replay, source_events
+    from workers.tools.produce import produce, source_events
 
     events, total = source_events(source, limit, seed)
-    stats = asyncio.run(replay(settings_or_exit(), events, total, rate, speedup))
+    stats = asyncio.run(produce(settings_or_exit(), events, total, rate, speedup))
     click.echo(f"replayed {stats.sent} events in {stats.seconds:.1f}s ({stats.rate:.0f} ev/s)")
 
 

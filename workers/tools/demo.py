@@ -31,8 +31,8 @@ from schemas.settings import Settings
 from workers.kafka.topics import create_topics
 from workers.tools.generator import Generator
 from workers.tools.local_broker import ensure_running
-from workers.tools.processes import ChildProcess, WorkerProcess
-from workers.tools.produce import movielens_events, replay
+from workers.tools.produce import movielens_events, produce
+from workers.tools.worker_processes import ChildProcess, WorkerProcess
 
 console = Console()
 
@@ -253,11 +253,11 @@ def run_demo(
             """A few events first; the paced stream starts once the worker answers them, so
             latency measures the pipeline, not the worker's start-up."""
             warm, rest = traffic_events[:50], traffic_events[50:]
-            await replay(run, warm, len(warm), progress=False)
+            await produce(run, warm, len(warm), progress=False)
             while len(state.predicted) < len(warm):
                 await asyncio.sleep(0.2)
             state.started = time.monotonic()
-            await replay(run, rest, len(rest), rate=rate, progress=False)
+            await produce(run, rest, len(rest), rate=rate, progress=False)
 
         async def main() -> None:
             feeding = asyncio.create_task(feed())

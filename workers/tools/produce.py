@@ -69,7 +69,7 @@ def source_events(
 
 
 @dataclass
-class ReplayStats:
+class ProduceStats:
     sent: int
     seconds: float
 
@@ -94,14 +94,14 @@ def _paced(
             yield e, 0.0
 
 
-async def replay(
+async def produce(
     settings: Settings,
     events: Iterable[dict],
     total: int | None,
     rate: float | None = None,
     speedup: float | None = None,
     progress: bool = True,
-) -> ReplayStats:
+) -> ProduceStats:
     """Send every event (key = user_id) and wait for the broker to have them all."""
     topic = settings.topic("events")
     producer = AIOKafkaProducer(
@@ -115,7 +115,7 @@ async def replay(
     began = time.monotonic()
     sent = 0
     columns = (
-        TextColumn("replay"),
+        TextColumn("produce"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -123,7 +123,7 @@ async def replay(
     )
     try:
         with Progress(*columns, disable=not progress, transient=False) as bar:
-            task = bar.add_task("replay", total=total, rate=0.0)
+            task = bar.add_task("produce", total=total, rate=0.0)
             pending = []
             for event, offset in _paced(events, rate, speedup):
                 delay = began + offset - time.monotonic()
@@ -145,4 +145,4 @@ async def replay(
             bar.update(task, completed=sent, rate=sent / max(time.monotonic() - began, 1e-9))
     finally:
         await producer.stop()
-    return ReplayStats(sent, time.monotonic() - began)
+    return ProduceStats(sent, time.monotonic() - began)
