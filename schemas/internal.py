@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.records import MAX_TREND_KEY_CHARS, Finite
+from schemas.records import Finite, TrendKey
 
 
 class TrendPartial(BaseModel):
@@ -20,9 +20,7 @@ class TrendPartial(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    key: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TREND_KEY_CHARS)] = Field(
-        description="item:<id> or category:<name>."
-    )
+    key: TrendKey = Field(description="item:<id> or category:<name>.")
     window_start: Finite = Field(description="Start of the event-time window, epoch seconds.")
     volume: Annotated[int, Field(ge=0)] = Field(description="Events in the window.")
     counts: dict[str, Annotated[int, Field(ge=0)]] = Field(description="Events by type.")

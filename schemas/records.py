@@ -26,6 +26,7 @@ MAX_TREND_KEY_CHARS = len("category:") + 256
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 ShortStr = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+TrendKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TREND_KEY_CHARS)]
 
 
 class EventType(StrEnum):
@@ -175,9 +176,7 @@ class Alert(_Record):
 class Trend(_Record):
     """Windowed activity of one item or category (topic ``trends``)."""
 
-    key: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TREND_KEY_CHARS)] = Field(
-        description="item:<id> or category:<name>."
-    )
+    key: TrendKey = Field(description="item:<id> or category:<name>.")
     window_start: Finite
     window_end: Finite
     volume: Annotated[int, Field(ge=0)]

@@ -24,6 +24,7 @@ from workers import metrics, tuning
 from workers.analytics.alerts import AlertPolicy
 from workers.kafka import faust_compat
 from workers.kafka.consumer import EagerDeliveryApp
+from workers.kafka.log_limits import quiet_noisy_libraries
 from workers.kafka.publisher import Publisher, exit_for_restart
 from workers.kafka.rebalance import RebalanceHooks
 from workers.pipeline.acks import OrderedAcks
@@ -87,7 +88,6 @@ class StreamWorker:
         )
         self.outbox = Outbox(s, self.publisher, self.acks)
         self.expiry = Expiry(s, self.store, self.publisher)
-        self.ingest = Ingest(s, self.store, self.acks, self.outbox, self.expiry)
         self.holder = ModelHolder()
         self.scoring_process = ScoringProcess()
         self.follower = ModelFollower(s, self.holder, self.scoring_process)
@@ -105,7 +105,7 @@ class StreamWorker:
         self.batcher: MicroBatcher[Job] = MicroBatcher(
             self.batches.handle, s.batch_size, s.batch_max_wait_ms, concurrency=BATCHES_AT_ONCE
         )
-        self.ingest.batcher = self.batcher
+        self.ingest = Ingest(s, self.store, self.acks, self.outbox, self.expiry, self.batcher)
         self._wire()
 
     def _wire(self) -> None:
@@ -133,7 +133,7 @@ class StreamWorker:
 
     async def start_scoring(self) -> None:
         """Load the current model (models.control, else the registry's CURRENT), then batch."""
-        tuning.quiet_libraries()
+        quiet_noisy_libraries()
         metrics.serve(self.settings.metrics_port)
         await self.publisher.start()
         await self.scoring_process.start()

@@ -1,25 +1,11 @@
-"""Process-wide settings of the worker that the bench showed to matter."""
+"""The garbage collector as the worker runs it: the bench showed its defaults cost the p99."""
 
 from __future__ import annotations
 
 import gc
-import logging
-
-from workers.kafka.log_limits import limit_repeats
 
 GC_YOUNG_THRESHOLD = 50_000
 """Allocations between young-generation collections (CPython's default is 700)."""
-QUIET_LOGGERS = ("aiokafka", "faust.transport")
-"""Libraries whose debug records cost ~3% of the hot path even when nobody reads them."""
-
-
-def quiet_libraries() -> None:
-    """Raise the noisy libraries' loggers to INFO at least, and log a repeating aiokafka
-    message once per 10 s (with the count held back) instead of in a tight loop."""
-    for name in QUIET_LOGGERS:
-        if logging.getLogger(name).getEffectiveLevel() < logging.INFO:
-            logging.getLogger(name).setLevel(logging.INFO)
-    limit_repeats()
 
 
 def tune_gc() -> None:

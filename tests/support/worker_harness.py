@@ -160,7 +160,7 @@ async def assert_commits_reach_the_end(settings: Settings, timeout: float = 30.0
     message stopped a partition's commit point."""
     topic = settings.topic("events")
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
-    reader = AIOKafkaConsumer(**aiokafka_kwargs(settings), group_id=None)
+    reader = topic_reader(settings)
     await admin.start()
     await reader.start()
     try:
@@ -178,3 +178,16 @@ async def assert_commits_reach_the_end(settings: Settings, timeout: float = 30.0
     finally:
         await reader.stop()
         await admin.close()
+
+
+async def assert_every_event_scored(
+    settings: Settings, events: list[dict], workers: list, timeout: float = 180.0
+) -> None:
+    """The end state the reliability tests ask for: every event predicted (waiting up to
+    ``timeout`` for the last ones), every partition's commit point at the end of the input, and
+    the table, read back from its changelog, equal to the offline computation."""
+    async with TopicReader(settings, settings.topic("predictions")) as preds:
+        await preds.until(lambda r: len(event_ids(r)) >= len(events), timeout, workers)
+    await assert_commits_reach_the_end(settings)
+    assert event_ids(preds.records) == {e["event_id"] for e in events}
+    assert await table_from_changelog(settings) == offline_sequences(events, settings)

@@ -50,12 +50,11 @@ class Ingest:
     acks: OrderedAcks
     outbox: Outbox
     expiry: Expiry
-    batcher: MicroBatcher[Job] | None = None  # set by the app before it starts
+    batcher: MicroBatcher[Job]
 
     async def consume(self, stream) -> None:
         """The agent. Every message ends either in a batch or on the DLQ with its stage and
         reason: a failure while handling one message never stops its partition."""
-        assert self.batcher is not None
         expire_topic = self.settings.topic("sequences.expire")
         async for event in stream.noack().events():
             message = event.message

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
 from typing import Any
 
 from workers import metrics
@@ -69,9 +68,10 @@ class SequenceStore:
         del self.table.data[key]
         self._decoded.pop(key, None)
 
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        """Every (user, encoded sequence) of the partitions this worker holds."""
-        return iter(list(self.table.items()))
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """Every (user, encoded sequence) of the partitions this worker holds, copied: the
+        caller awaits between users, and the table may change meanwhile."""
+        return list(self.table.items())
 
     def persisted(self, future: asyncio.Future) -> None:
         """Done callback of a changelog send: tell the store how far the changelog is on the
