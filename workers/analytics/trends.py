@@ -99,7 +99,8 @@ class TrendAggregator:
     """Phase two: merges partials for the keys this worker owns; emits closed windows.
 
     A window closes once a partial for a window at least ``grace`` later arrives for that key,
-    or when ``flush`` is called with a watermark past it. The z-score compares a window's
+    or when ``flush`` is called with a watermark past it (by default the newest window merged
+    for any key, so a key that went quiet still closes). The z-score compares a window's
     volume with an exponentially weighted mean and variance of that key's earlier windows.
     """
 
@@ -108,17 +109,21 @@ class TrendAggregator:
         self.grace = grace_windows * window_seconds
         self.alpha = alpha
         self.keys: dict[str, _KeyState] = defaultdict(_KeyState)
+        self.newest = 0.0  # the latest window start merged, for any key
 
     def add(self, partial: dict[str, Any]) -> list[Trend]:
         """Merge one TrendPartial record; the trends of the windows it closes."""
         state = self.keys[partial["key"]]
         window = partial["window_start"]
+        self.newest = max(self.newest, window)
         if state.closed and window < state.closed:
             return []  # too late: that window was already emitted
         state.windows.setdefault(window, Partial()).merge(partial)
         return self._close(partial["key"], state, window - self.grace)
 
-    def flush(self, watermark: float) -> list[Trend]:
+    def flush(self, watermark: float | None = None) -> list[Trend]:
+        """The trends of every window that ends ``grace`` before ``watermark``."""
+        watermark = self.newest if watermark is None else watermark
         out = []
         for key, state in list(self.keys.items()):
             out += self._close(key, state, watermark - self.grace)

@@ -33,7 +33,6 @@ class TrendExchange:
         self.publisher = publisher
         self.parts = TrendAccumulator(settings.trend_window_seconds)
         self.trends = TrendAggregator(settings.trend_window_seconds)
-        self.newest_window = 0.0  # the latest window start merged: the watermark for idle keys
 
     async def flush(self) -> None:
         """Send this worker's partials as one record per partition of ``trends.partial``
@@ -57,7 +56,6 @@ class TrendExchange:
             closed = []
             try:
                 for partial in orjson.loads(raw):
-                    self.newest_window = max(self.newest_window, partial["window_start"])
                     closed += self.trends.add(partial)
             except Exception:  # our own record, so a bug: logged, and the stream goes on
                 log.exception("a trends.partial record could not be merged")
@@ -65,7 +63,7 @@ class TrendExchange:
 
     async def close_idle(self) -> None:
         """Publish the windows of keys that no partial closed, once the watermark passes."""
-        await self._publish(self.trends.flush(self.newest_window))
+        await self._publish(self.trends.flush())
 
     async def _publish(self, trends: list[Trend]) -> None:
         if trends:

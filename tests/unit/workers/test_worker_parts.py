@@ -277,3 +277,17 @@ def test_latency_by_second_buckets_by_produce_time() -> None:
     latency = np.array([100.0, 200.0, 50.0, 900.0])  # produced at 900, 1300, 2550, 1800
     rows = latency_by_second(predicted, latency)
     assert [(r["second"], r["events"], r["max"]) for r in rows] == [(0, 3, 900.0), (1, 1, 50.0)]
+
+
+def test_a_quiet_key_closes_on_the_newest_window_of_any_key() -> None:
+    agg = TrendAggregator(10)
+    parts = TrendAccumulator(10)
+    parts.add("quiet", None, "view", 100.0, None)
+    parts.add("busy", None, "view", 100.0, None)
+    for partial in parts.drain():
+        agg.add(partial)
+    assert agg.flush() == []  # nothing newer yet
+    parts.add("busy", None, "view", 125.0, None)  # two windows on, for "busy" only
+    closed = [t for partial in parts.drain() for t in agg.add(partial)]
+    assert [t.key for t in closed] == ["item:busy"]
+    assert [t.key for t in agg.flush()] == ["item:quiet"]
