@@ -53,8 +53,30 @@ def _duration(text: str) -> float:
     help="Promote when the regression gate passes.",
 )
 @click.option("--users", type=int, default=None, help="Train on the first N users only.")
+@path_option(
+    "--sentiment",
+    "Directory of labelled sentences (train.tsv, dev.tsv: label<TAB>text) for the sentiment "
+    "model; without it the artifact has none and the worker uses its opinion-word lexicon.",
+    exists=True,
+)
+@click.option("--sentiment-layers", type=int, default=4, show_default=True)
+@click.option("--sentiment-epochs", type=int, default=1, show_default=True)
+@click.option("--sentiment-limit", type=int, default=None, help="Fit on N sentences only.")
 def train(
-    data_spec, labels, registry, epochs, seed, max_len, cold_share, every, promote, users
+    data_spec,
+    labels,
+    registry,
+    epochs,
+    seed,
+    max_len,
+    cold_share,
+    every,
+    promote,
+    users,
+    sentiment,
+    sentiment_layers,
+    sentiment_epochs,
+    sentiment_limit,
 ) -> None:
     """Train, evaluate (EVAL_PROTOCOL.md), export ONNX, verify parity, register, gate, promote."""
     import logging
@@ -63,6 +85,8 @@ def train(
     from models.data import load
     from models.network import NetworkConfig
     from models.pipeline import refresh_once
+    from models.sentiment import SentimentConfig
+    from models.sentiment_artifact import SentimentSource
     from models.train import TrainConfig, natural_order
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -74,6 +98,12 @@ def train(
         max_len=max_len or s.max_sequence_length,
         network=NetworkConfig(max_positions=64, top_k=s.top_k),
     )
+    text = None
+    if sentiment is not None:
+        text_cfg = SentimentConfig(
+            layers=sentiment_layers, epochs=sentiment_epochs, limit=sentiment_limit, seed=seed
+        )
+        text = SentimentSource(sentiment, text_cfg)
     while True:
         history = load(data_spec, s, labels)
         if users:
@@ -86,6 +116,7 @@ def train(
             cold_share or None,
             s if data_spec.startswith("topic:") or every else None,
             promote,
+            text,
         )
         _print_report(out["version"], out["report"], registry)
         if not every:
@@ -116,6 +147,12 @@ def _print_report(version: str, report: dict, registry: Path) -> None:
         f"gate: {g.get('reason')} (candidate {g.get('candidate')}, current "
         f"{g.get('current')}) → {'promoted' if g.get('promoted') else 'not promoted'}"
     )
+    if "sentiment" in report:
+        t = report["sentiment"]
+        click.echo(
+            f"sentiment: dev accuracy {t['dev_accuracy_int8']:.4f} (int8, served; fp32 "
+            f"{t['dev_accuracy']:.4f}), {t['cpu_ms_per_text']:.2f} ms per review on one CPU thread"
+        )
     click.echo(f"train time {report['train_seconds']}s")
 
 

@@ -25,6 +25,16 @@ OUTPUTS = {
     "surprise": ("tensor(float)", 1),
 }
 
+#: The sentiment graph (``sentiment.onnx``, optional in an artifact): WordPiece ids and their
+#: mask, right-padded [batch, tokens] → one score in [-1, 1] per text.
+SENTIMENT_INPUTS = {
+    "input_ids": ("tensor(int64)", 2),
+    "attention_mask": ("tensor(int64)", 2),
+}
+SENTIMENT_OUTPUTS = {"sentiment": ("tensor(float)", 1)}
+#: Texts that every sentiment graph must score finite and in range before it serves.
+GOLDEN_TEXTS = ("", "great, works perfectly", "broken on arrival. refund!", "ok " * 200)
+
 #: Item indices every vocabulary reserves before the real items: padding, an event without an
 #: item, and an item the model has never seen.
 PAD, NO_ITEM, UNKNOWN_ITEM = 0, 1, 2

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -37,12 +37,15 @@ class Interaction:
 
 @dataclass
 class History:
-    """Interactions in source order, item descriptions for the language model, provenance."""
+    """Interactions in source order, item descriptions for the language model, provenance, and
+    the shop's own reviews that carry a rating (text, 1 when rated 4-5 or 0 when 1-2), which
+    adapt the sentiment model to the shop's language."""
 
     interactions: list[Interaction]
     item_text: dict[str, str]
     source: str
     fingerprint: str
+    rated_texts: list[tuple[str, int]] = field(default_factory=list)
 
 
 def load_movielens(directory: Path) -> History:
@@ -72,11 +75,12 @@ def _labels(path: Path | None) -> dict[str, bool]:
     return out
 
 
-def _from_events(
-    events: list[Event], labels: dict[str, bool]
-) -> tuple[list[Interaction], dict[str, str]]:
-    interactions, item_text = [], {}
+def _from_events(events: list[Event], labels: dict[str, bool], source: str, fingerprint: str):
+    """The History of a list of events (file or topic)."""
+    interactions, item_text, rated = [], {}, []
     for e in events:
+        if e.text and e.rating is not None and e.rating != 3:
+            rated.append((e.text, int(e.rating > 3)))
         interactions.append(
             Interaction(
                 e.user_id,
@@ -91,15 +95,14 @@ def _from_events(
             text = " ".join(str(e.attrs[k]) for k in ("title", "category") if k in e.attrs)
             if text:
                 item_text[e.item_id] = text
-    return interactions, item_text
+    return History(interactions, item_text, source, fingerprint, rated)
 
 
 def load_event_file(path: Path, labels: Path | None = None) -> History:
     events, bad = read_event_file(path)
     if bad:
         log.warning("%s: skipped %d invalid events", path, bad)
-    interactions, item_text = _from_events(events, _labels(labels))
-    return History(interactions, item_text, f"file:{path}", sha256_of(path))
+    return _from_events(events, _labels(labels), f"file:{path}", sha256_of(path))
 
 
 async def _read_history(settings, topic: str) -> list[Event]:
@@ -149,9 +152,8 @@ async def _read_history(settings, topic: str) -> list[Event]:
 def load_topic(settings, topic: str, labels: Path | None = None) -> History:
     """The history in ``topic``, from the earliest offset to the end offsets at call time."""
     events = asyncio.run(_read_history(settings, topic))
-    interactions, item_text = _from_events(events, _labels(labels))
     digest = hashlib.sha256(b"".join(e.event_id.encode() + b"\0" for e in events)).hexdigest()
-    return History(interactions, item_text, f"topic:{topic}", digest)
+    return _from_events(events, _labels(labels), f"topic:{topic}", digest)
 
 
 def load(spec: str, settings=None, labels: Path | None = None) -> History:

@@ -23,6 +23,7 @@ from models.data import History
 from models.export import OPSET, export_onnx, parity
 from models.features import pad_batch
 from models.network import NetworkConfig, SequenceTransformer
+from models.sentiment_artifact import SentimentSource, add_sentiment
 from models.train import (
     Dataset,
     TrainConfig,
@@ -91,8 +92,11 @@ def train_and_register(
     cfg: TrainConfig,
     cold_start_share: float | None = 0.1,
     data: Dataset | None = None,
+    sentiment: SentimentSource | None = None,
 ) -> tuple[str, dict]:
-    """Train on ``history`` and publish a verified artifact; returns (version, report)."""
+    """Train on ``history`` and publish a verified artifact; returns (version, report). With
+    ``sentiment``, the artifact carries a sentiment model too (see models/sentiment_artifact.py);
+    without, the worker falls back to its opinion-word lexicon."""
     began = time.monotonic()
     data = data or build_dataset(history)
     test_cases = data.cases("test")
@@ -131,6 +135,8 @@ def train_and_register(
         str(stage / "weights.safetensors"),
     )
     data.vocab.save(stage / "vocab.json")
+    if sentiment is not None:
+        sentiment_entry, report["sentiment"] = add_sentiment(stage, sentiment, history.rated_texts)
     registry.write_json(stage / "report.json", report)
     _plot(stage / "report.png", result.curves, report)
     labelled = any(not np.isnan(f) for u in data.users for f in u.fraud)
@@ -159,6 +165,8 @@ def train_and_register(
         "parity_max_abs_diff": diff,
         "training_data": report["data"],
     }
+    if sentiment is not None:
+        manifest["sentiment"] = sentiment_entry
     registry.write_json(stage / "manifest.json", manifest)
     registry.publish(registry_dir, version, stage)
     registry.verify(registry_dir, version)  # exactly what the worker will do
@@ -212,10 +220,13 @@ def refresh_once(
     cold_start_share: float | None,
     settings=None,
     promote: bool = True,
+    sentiment: SentimentSource | None = None,
 ) -> dict:
     """Train, gate against CURRENT, promote when not worse; the decision goes into the report."""
     data = build_dataset(history)
-    version, report = train_and_register(history, registry_dir, cfg, cold_start_share, data)
+    version, report = train_and_register(
+        history, registry_dir, cfg, cold_start_share, data, sentiment
+    )
     decision = gate(registry_dir, version, data, cfg.max_len)
     decision["promoted"] = bool(promote and decision["promote"])
     if decision["promoted"]:

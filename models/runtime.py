@@ -9,7 +9,6 @@ input/output signature and a golden batch with finite outputs. A refused model r
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,39 +16,15 @@ import numpy as np
 import orjson
 
 from models.contract import INPUTS, N_RESERVED_ITEMS, OUTPUTS, sha256_of
+from models.onnx_session import ModelRefused, check_graph, session_for, signature
+from models.text_runtime import SentimentModel, load_sentiment
 from models.vocab import Vocab
 
 log = logging.getLogger(__name__)
 
-ALLOWED_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 #: Everything a model directory may hold: the graph, JSON metadata, safetensors weights (for
 #: fine-tuning) and the report plot. Anything else, serialized Python objects included, is refused.
 ARTIFACT_SUFFIXES = (".onnx", ".json", ".safetensors", ".png")
-
-
-class ModelRefused(RuntimeError):
-    """An artifact that must not serve; the message says why."""
-
-
-def _check_graph(path: Path) -> None:
-    import onnx
-    from onnx.external_data_helper import uses_external_data
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ModelRefused(f"model.onnx does not parse: {exc}") from None
-    if any(uses_external_data(t) for t in model.graph.initializer):
-        raise ModelRefused("model.onnx keeps weights in external data files; single file only")
-    domains = {op.domain for op in model.opset_import} | {n.domain for n in model.graph.node}
-    custom = domains - ALLOWED_DOMAINS
-    if custom or model.functions:
-        raise ModelRefused(f"model.onnx uses custom operators or functions: {sorted(custom)}")
-
-
-def _signature(items) -> dict[str, tuple[str, int]]:
-    return {x.name: (x.type, len(x.shape)) for x in items}
 
 
 def golden_batch(vocab: Vocab, batch: int = 3, length: int = 5) -> dict[str, np.ndarray]:
@@ -68,21 +43,6 @@ def golden_batch(vocab: Vocab, batch: int = 3, length: int = 5) -> dict[str, np.
     }
 
 
-def gpu_present() -> bool:
-    """An NVIDIA device node or driver exists (onnxruntime-gpu lists its GPU providers even on
-    machines without one, and then fails noisily when asked to use them)."""
-    return os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version")
-
-
-def providers_available() -> list[str]:
-    import onnxruntime as ort
-
-    available = set(ort.get_available_providers())
-    if not gpu_present():
-        available &= {"CPUExecutionProvider"}
-    return [p for p in PREFERRED_PROVIDERS if p in available]
-
-
 @dataclass
 class LoadedModel:
     """A verified model ready to score: session, manifest, vocabulary."""
@@ -93,31 +53,11 @@ class LoadedModel:
     vocab: Vocab
     session: object
     provider: str
+    sentiment: SentimentModel | None = None  # None: trained without one (lexicon fallback)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = list(OUTPUTS)
         return dict(zip(names, self.session.run(names, inputs), strict=True))  # type: ignore[attr-defined]
-
-
-def _session(path: Path, threads: int | None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    for provider in providers_available():
-        chain = (
-            [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
-        )
-        try:
-            session = ort.InferenceSession(str(path), options, providers=chain)
-        except Exception as exc:  # e.g. CUDA libraries present but no GPU
-            log.info("provider %s unavailable: %s", provider, exc)
-            continue
-        if session.get_providers()[0] == provider:
-            return session, provider
-    raise ModelRefused("onnxruntime could not create a session on any provider")
 
 
 def load_artifact(directory: Path, threads: int | None = None) -> LoadedModel:
@@ -147,13 +87,13 @@ def load_artifact(directory: Path, threads: int | None = None) -> LoadedModel:
         raise ModelRefused(f"sha256 mismatch: manifest {manifest.get('sha256')}, file {actual}")
     if vocab.hashes() != manifest.get("vocab_hashes"):
         raise ModelRefused("vocab.json does not match the manifest's vocabulary hashes")
-    _check_graph(model_path)
+    check_graph(model_path)
     for key, expected in (("inputs", INPUTS), ("outputs", OUTPUTS)):
         declared = {x["name"]: (x["type"], len(x["shape"])) for x in manifest.get(key, [])}
         if declared != expected:
             raise ModelRefused(f"manifest {key} {declared} differ from the contract {expected}")
-    session, provider = _session(model_path, threads)
-    got_in, got_out = _signature(session.get_inputs()), _signature(session.get_outputs())
+    session, provider = session_for(model_path, threads)
+    got_in, got_out = signature(session.get_inputs()), signature(session.get_outputs())
     if got_in != INPUTS or got_out != OUTPUTS:
         raise ModelRefused(f"signature mismatch: inputs {got_in}, outputs {got_out}")
     loaded = LoadedModel(manifest["version"], directory, manifest, vocab, session, provider)
@@ -164,5 +104,6 @@ def load_artifact(directory: Path, threads: int | None = None) -> LoadedModel:
     for name, value in outputs.items():
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise ModelRefused(f"golden batch gave non-finite {name}")
+    loaded.sentiment = load_sentiment(directory, manifest, threads)
     log.info("model %s loaded on %s", loaded.version, provider)
     return loaded

@@ -26,7 +26,7 @@ class TrendPartial(BaseModel):
     counts: dict[str, Annotated[int, Field(ge=0)]] = Field(description="Events by type.")
     sentiment_sum: Finite = Field(description="Sum of the events' sentiments in [-1, 1].")
     sentiment_count: Annotated[int, Field(ge=0)] = Field(
-        description="Events that carried a sentiment (rating or opinion words)."
+        description="Events whose text carried a sentiment."
     )
 
 

@@ -138,6 +138,12 @@ class Prediction(_Record):
     top_items: list[ItemScore]
     risk: Annotated[Finite, Field(ge=0, le=1)]
     surprise: Annotated[Finite, Field(ge=0, le=1)]
+    sentiment: Annotated[Finite, Field(ge=-1, le=1)] | None = Field(
+        None,
+        description="Sentiment of the event's text in [-1, 1] from the model_version's sentiment "
+        "model (its opinion-word fallback for artifacts without one); null when the event has "
+        "no text or the fallback found no opinion.",
+    )
     sequence_length: Annotated[int, Field(ge=1)]
     latency_ms: Annotated[Finite, Field(ge=0)]
 
@@ -182,8 +188,16 @@ class Trend(_Record):
     volume: Annotated[int, Field(ge=0)]
     engagement: dict[str, Annotated[int, Field(ge=0)]]
     conversion: Annotated[Finite, Field(ge=0)]
-    sentiment_mean: Finite | None
-    sentiment_change: Finite | None
+    sentiment_mean: Finite | None = Field(
+        description="Mean sentiment in [-1, 1] of the window's texts (reviews and other "
+        "opinions; search queries are not counted); null when there were none."
+    )
+    sentiment_count: Annotated[int, Field(ge=0)] = Field(
+        0, description="Texts behind sentiment_mean."
+    )
+    sentiment_change: Finite | None = Field(
+        description="sentiment_mean minus the key's previous window that had a sentiment."
+    )
     volume_change: Finite
     zscore: Finite
 

@@ -15,7 +15,7 @@ import pytest
 
 from models import registry
 from schemas.settings import Settings
-from tests.support.helpers import synthetic_history, tiny_config
+from tests.support.helpers import synthetic_history, tiny_config, tiny_sentiment
 from workers.tools.local_broker import LocalBroker
 
 
@@ -65,13 +65,28 @@ def settings(kafka: LocalBroker, tmp_path: Path) -> Settings:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def sentiment_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One sentiment fit cache for the session (and the workers it starts): the tiny sentiment
+    model is fitted once and reused by every artifact trained in the tests."""
+    cache = tmp_path_factory.mktemp("foresight-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FORESIGHT_CACHE_DIR", str(cache))
+        yield cache
+
+
 @pytest.fixture
-def served(settings: Settings) -> Settings:
-    """Topics created and a tiny trained model promoted in this test's registry."""
+def served(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A tiny trained model, with a tiny sentiment model, promoted in this test's registry."""
     from models.pipeline import train_and_register
 
+    sentences = tmp_path_factory.getbasetemp() / "sentences"
     version, _ = train_and_register(
-        synthetic_history(), settings.registry, tiny_config(), cold_start_share=None
+        synthetic_history(),
+        settings.registry,
+        tiny_config(),
+        cold_start_share=None,
+        sentiment=tiny_sentiment(sentences),
     )
     registry.mark_current(settings.registry, version)
     return settings

@@ -53,3 +53,35 @@ def tiny_model(registry: Path, **overrides) -> str:
         synthetic_history(), registry, tiny_config(**overrides), cold_start_share=None
     )
     return version
+
+
+POSITIVE_WORDS = ["wonderful", "delightful", "superb", "charming", "moving", "brilliant"]
+NEGATIVE_WORDS = ["dreadful", "tedious", "clumsy", "lifeless", "painful", "dull"]
+SUBJECTS = ["the film", "this phone", "the story", "her performance", "the lamp", "our stay"]
+
+
+def labelled_sentences(directory: Path, n_train: int = 240, n_dev: int = 60) -> Path:
+    """``train.tsv`` and ``dev.tsv`` of generated, clearly labelled sentences (the real SST-2
+    is only read from ../shared/data, never copied into tests)."""
+    rng = random.Random(7)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.tsv", n_train), ("dev.tsv", n_dev)):
+        lines = ["label\tsentence"]
+        for i in range(n):
+            label = i % 2
+            word = rng.choice(POSITIVE_WORDS if label else NEGATIVE_WORDS)
+            adverb = rng.choice(["truly", "just", "so"])
+            lines.append(f"{label}\t{rng.choice(SUBJECTS)} was {word} , {adverb} {word}")
+        (directory / name).write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def tiny_sentiment(directory: Path):
+    """A SentimentSource that fine-tunes one MiniLM layer on generated sentences (seconds)."""
+    from models.sentiment import SentimentConfig
+    from models.sentiment_artifact import SentimentSource
+
+    config = SentimentConfig(
+        layers=1, epochs=3, batch_size=16, lr=2e-4, eval_every=15, max_tokens=32
+    )
+    return SentimentSource(labelled_sentences(directory), config)

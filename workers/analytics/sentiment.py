@@ -1,7 +1,10 @@
-"""Sentiment of one event, from its rating and review text, in [-1, 1].
+"""The fallback sentiment of a text, for artifacts trained without a sentiment model.
 
-The review text goes through a small opinion-word lexicon: the serve-time language model is
-issue #15.
+Artifacts trained with ``foresight train --sentiment DIR`` carry a fine-tuned language model
+(models/sentiment.py) and every text is scored by it. An artifact without one (trained before
+it existed, or without labelled sentences) still gives trends a sentiment through this small
+opinion-word lexicon, which has an opinion on about one sentence in six: the manifest says which
+of the two served a prediction (``sentiment`` in the manifest, or not). There is no third path.
 """
 
 from __future__ import annotations
@@ -19,21 +22,9 @@ disappointing useless waste fake scam cheap defective returned boring horrible""
 _WORD = re.compile(r"[a-z']+")
 
 
-def text_sentiment(text: str) -> float | None:
-    """Lexicon sentiment in [-1, 1] (None when no opinion words): used when no LM is loaded."""
+def lexicon_sentiment(text: str) -> float | None:
+    """Lexicon sentiment in [-1, 1]; None when the text has no opinion words."""
     words = _WORD.findall(text.lower())
     pos = sum(w in POSITIVE for w in words)
     neg = sum(w in NEGATIVE for w in words)
     return None if pos + neg == 0 else (pos - neg) / (pos + neg)
-
-
-def event_sentiment(rating: float | None, text: str | None) -> float | None:
-    """Ratings map 1..5 → -1..1; review text through the lexicon; their mean when both."""
-    values = []
-    if rating is not None:
-        values.append((rating - 3.0) / 2.0)
-    if text:
-        s = text_sentiment(text)
-        if s is not None:
-            values.append(s)
-    return sum(values) / len(values) if values else None

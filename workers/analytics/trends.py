@@ -151,6 +151,7 @@ class TrendAggregator:
             engagement={k: p.counts.get(k, 0) for k in ENGAGEMENT},
             conversion=p.counts.get("purchase", 0) / views if views else 0.0,
             sentiment_mean=sentiment,
+            sentiment_count=p.sentiment_count,
             sentiment_change=(
                 sentiment - state.prev_sentiment
                 if sentiment is not None and state.prev_sentiment is not None

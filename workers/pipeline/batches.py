@@ -100,7 +100,8 @@ class BatchPublisher:
         (A scoring process that cannot stay up fails the whole batch: bisecting would restart
         it hundreds of times for nothing.)"""
         try:
-            return jobs, await scorer.score([j.encoded for j in jobs]), []
+            texts = [j.record.text for j in jobs]
+            return jobs, await scorer.score([j.encoded for j in jobs], texts), []
         except ScoringFailed as exc:  # the model raised on something in this batch
             if len(jobs) == 1:
                 return [], None, [Failure(jobs[0], "score", reason(exc))]

@@ -13,10 +13,9 @@ import uuid
 
 import orjson
 
-from schemas.records import Alert, AlertKind, AlertReason, Event
+from schemas.records import Alert, AlertKind, AlertReason, Event, EventType
 from workers import metrics
 from workers.analytics.alerts import AlertPolicy
-from workers.analytics.sentiment import event_sentiment
 from workers.analytics.trends import TrendAccumulator
 from workers.kafka.publisher import Record
 from workers.pipeline.ingest import Job
@@ -36,6 +35,7 @@ def prediction_value(
     top_scores: list[float],
     risk: float,
     surprise: float,
+    sentiment: float | None,
     sequence_length: int,
     latency_ms: float,
 ) -> bytes:
@@ -53,6 +53,7 @@ def prediction_value(
             ],
             "risk": risk,
             "surprise": surprise,
+            "sentiment": sentiment,
             "sequence_length": sequence_length,
             "latency_ms": latency_ms,
         }
@@ -95,6 +96,7 @@ class BatchRows:
         self.top_items = scores.top_items
         self.top_scores = scores.top_scores.tolist()
         self.risk, self.surprise = scores.risk.tolist(), scores.surprise.tolist()
+        self.sentiment = scores.sentiment.tolist()
 
 
 class OutputBuilder:
@@ -109,7 +111,9 @@ class OutputBuilder:
         r = job.record
         key = job.slot.event.message.key
         latency_ms = max(0.0, (now - job.produced_at) * 1000.0) if job.produced_at else 0.0
-        risk, surprise = rows.risk[i], rows.surprise[i]
+        risk, surprise, sentiment = rows.risk[i], rows.surprise[i], rows.sentiment[i]
+        if sentiment != sentiment:  # NaN: no text, or no opinion words for the lexicon
+            sentiment = None
         value = prediction_value(
             r,
             rows.version,
@@ -118,6 +122,7 @@ class OutputBuilder:
             rows.top_scores[i],
             risk,
             surprise,
+            sentiment,
             len(job.prefix),
             latency_ms,
         )
@@ -134,7 +139,7 @@ class OutputBuilder:
             None if category is None else str(category),
             r.type.value,
             r.ts,
-            event_sentiment(r.rating, r.text),
+            None if r.type is EventType.SEARCH else sentiment,  # a query is not an opinion
         )
         metrics.END_TO_END.observe(latency_ms / 1000.0)
         return Record(key, value), alerts

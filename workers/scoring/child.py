@@ -49,9 +49,9 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                     }
                 )
             elif payload[:1] == b"S":
-                version, blobs = wire.decode_prefixes(payload)
+                version, blobs, texts = wire.decode_prefixes(payload)
                 sequences = [UserSequence.from_bytes(blob).events for blob in blobs]
-                reply = wire.encode_outputs(models[version].run(sequences))
+                reply = wire.encode_outputs(models[version].run(sequences, texts))
             else:
                 reply = b"E" + f"unknown request {payload[:1]!r}".encode()
         except Exception as exc:  # reported to the worker, which decides what it means

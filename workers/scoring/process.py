@@ -138,9 +138,13 @@ class ScoringProcess:
             self._loaded.popitem(last=False)
         return info
 
-    async def score(self, version: str, prefixes: list[bytes]) -> dict[str, np.ndarray]:
-        """The model's raw outputs for ``prefixes``; raises ScoringFailed if it raised."""
-        reply = await self._ask(wire.encode_prefixes(version, prefixes), metrics.INFERENCE)
+    async def score(
+        self, version: str, prefixes: list[bytes], texts: list[str | None]
+    ) -> dict[str, np.ndarray]:
+        """The model's raw outputs for ``prefixes`` (and the sentiment of ``texts``); raises
+        ScoringFailed if it raised."""
+        request = wire.encode_prefixes(version, prefixes, texts)
+        reply = await self._ask(request, metrics.INFERENCE)
         if reply[:1] != b"R":
             raise ScoringFailed(reply[1:].decode())
         return wire.decode_outputs(reply)
@@ -155,5 +159,6 @@ class RemoteScorer:
         self.event_types: tuple[str, ...] = tuple(info["event_types"])
         self.item_ids: tuple[str, ...] = tuple(info["item_ids"])
 
-    async def score(self, prefixes: list[bytes]) -> Scores:
-        return scores_from(await self.process.score(self.version, prefixes), self.item_ids)
+    async def score(self, prefixes: list[bytes], texts: list[str | None]) -> Scores:
+        outputs = await self.process.score(self.version, prefixes, texts)
+        return scores_from(outputs, self.item_ids)

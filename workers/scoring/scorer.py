@@ -1,7 +1,7 @@
 """Scoring sequences in batches: the ``Scorer`` protocol and its onnxruntime implementation.
 
 ``OnnxScorer.run`` is synchronous and CPU/GPU bound; it runs in the scoring process
-(workers/scoring_process.py), and the worker awaits that process's answer on its event loop,
+(workers/scoring/child.py), and the worker awaits that process's answer on its event loop,
 which keeps consuming while a batch runs.
 """
 
@@ -17,6 +17,7 @@ import numpy as np
 from models.contract import SPECIAL_ITEMS
 from models.features import pad_batch
 from models.runtime import LoadedModel, load_artifact
+from workers.analytics.sentiment import lexicon_sentiment
 from workers.pipeline.sequence import SeqEvent
 
 LENGTH_GROUP = 32
@@ -33,6 +34,7 @@ class Scores:
     top_scores: np.ndarray  # [B, k]
     risk: np.ndarray  # [B]
     surprise: np.ndarray  # [B]
+    sentiment: np.ndarray  # [B], in [-1, 1]; NaN where the event has no text
 
     @staticmethod
     def concat(parts: list[Scores]) -> Scores:
@@ -45,6 +47,7 @@ class Scores:
             top_scores=np.concatenate([p.top_scores for p in parts]),
             risk=np.concatenate([p.risk for p in parts]),
             surprise=np.concatenate([p.surprise for p in parts]),
+            sentiment=np.concatenate([p.sentiment for p in parts]),
         )
 
 
@@ -56,17 +59,19 @@ def scores_from(outputs: dict[str, np.ndarray], item_ids: Sequence[str]) -> Scor
         top_scores=outputs["top_scores"],
         risk=outputs["risk"],
         surprise=outputs["surprise"],
+        sentiment=outputs["sentiment"],
     )
 
 
 class Scorer(Protocol):
-    """What the worker scores a batch with: each prefix in the sequence table's encoding
-    (see workers/scoring_process.py for why it crosses a process boundary)."""
+    """What the worker scores a batch with: each prefix in the sequence table's encoding and
+    the text of its scored event, if any (see workers/scoring/process.py for why it crosses a
+    process boundary)."""
 
     version: str
     event_types: tuple[str, ...]
 
-    async def score(self, prefixes: list[bytes]) -> Scores: ...
+    async def score(self, prefixes: list[bytes], texts: list[str | None]) -> Scores: ...
 
 
 class OnnxScorer:
@@ -86,8 +91,11 @@ class OnnxScorer:
     def from_directory(cls, directory: Path, max_length: int, threads: int | None = None):
         return cls(load_artifact(directory, threads), max_length)
 
-    def run(self, sequences: list[list[SeqEvent]]) -> dict[str, np.ndarray]:
-        """The model's outputs, one row per sequence, run in groups of similar length so that
+    def run(
+        self, sequences: list[list[SeqEvent]], texts: dict[int, str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The model's outputs, one row per sequence, and ``sentiment`` of the rows that have
+        a text in ``texts`` (row → text). Sequences run in groups of similar length so that
         short sequences are not padded to the longest.
 
         The network is causal with positions counted from the newest event and padding masked
@@ -113,4 +121,23 @@ class OnnxScorer:
                 if name not in outputs:
                     outputs[name] = np.empty((len(seqs), *values.shape[1:]), values.dtype)
                 outputs[name][rows] = values
+        outputs["sentiment"] = self.sentiment(texts or {}, len(seqs))
         return outputs
+
+    def sentiment(self, texts: dict[int, str], rows: int) -> np.ndarray:
+        """float32 [rows]: each text's sentiment in [-1, 1], NaN on rows without text.
+
+        From the artifact's sentiment model; an artifact trained without one falls back to the
+        opinion-word lexicon (workers/analytics/sentiment.py), NaN where it finds no opinion."""
+        out = np.full(rows, np.nan, dtype=np.float32)
+        if not texts:
+            return out
+        index = list(texts)
+        model = self.loaded.sentiment
+        if model is not None:
+            out[index] = model.score([texts[i] for i in index])
+        else:
+            for i in index:
+                value = lexicon_sentiment(texts[i])
+                out[i] = np.nan if value is None else value
+        return out

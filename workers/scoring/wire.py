@@ -3,7 +3,10 @@ child's stdin/stdout, plain bytes and JSON.
 
     b"L" + JSON {"directory", "max_length", "threads", "sha256" (announced, or null)}
         -> b"O" + JSON {"version", "event_types", "item_ids"}  |  b"E" + why it was refused
-    b"S" + version + encoded prefixes  ->  b"R" + shape + arrays  |  b"E" + why it failed
+    b"S" + version + encoded prefixes + texts  ->  b"R" + shape + arrays  |  b"E" + why it failed
+
+A score request's texts are sparse (most events carry none): a count, then (row, UTF-8 text)
+for each row that has one; its reply's ``sentiment`` array is NaN on the other rows.
 """
 
 from __future__ import annotations
@@ -44,16 +47,22 @@ def read(stream: IO[bytes]) -> bytes | None:
     return payload
 
 
-def encode_prefixes(version: str, prefixes: list[bytes]) -> bytes:
-    """A score request: the model version, then each prefix in the table's encoding."""
+def encode_prefixes(version: str, prefixes: list[bytes], texts: list[str | None]) -> bytes:
+    """A score request: the model version, each prefix in the table's encoding, and the text
+    of each row that has one (its scored event's review or search text)."""
     name = version.encode()
     parts = [b"S", struct.pack("<H", len(name)), name, _COUNT.pack(len(prefixes))]
     for blob in prefixes:
         parts += (_COUNT.pack(len(blob)), blob)
+    with_text = [(row, text.encode()) for row, text in enumerate(texts) if text]
+    parts.append(_COUNT.pack(len(with_text)))
+    for row, raw in with_text:
+        parts += (_COUNT.pack(row), _COUNT.pack(len(raw)), raw)
     return b"".join(parts)
 
 
-def decode_prefixes(payload: bytes) -> tuple[str, list[bytes]]:
+def decode_prefixes(payload: bytes) -> tuple[str, list[bytes], dict[int, str]]:
+    """(version, prefixes, row → text)."""
     (n_name,) = struct.unpack_from("<H", payload, 1)
     offset = 3 + n_name
     version = payload[3:offset].decode()
@@ -65,7 +74,15 @@ def decode_prefixes(payload: bytes) -> tuple[str, list[bytes]]:
         offset += _COUNT.size
         blobs.append(payload[offset : offset + size])
         offset += size
-    return version, blobs
+    (n_texts,) = _COUNT.unpack_from(payload, offset)
+    offset += _COUNT.size
+    texts = {}
+    for _ in range(n_texts):
+        row, size = struct.unpack_from("<II", payload, offset)
+        offset += 8
+        texts[row] = payload[offset : offset + size].decode()
+        offset += size
+    return version, blobs, texts
 
 
 def encode_outputs(outputs: dict[str, np.ndarray]) -> bytes:
@@ -79,7 +96,7 @@ def encode_outputs(outputs: dict[str, np.ndarray]) -> bytes:
             top.tobytes(),
             *(
                 np.ascontiguousarray(outputs[name], dtype=np.float32).tobytes()
-                for name in ("top_scores", "risk", "surprise")
+                for name in ("top_scores", "risk", "surprise", "sentiment")
             ),
         ]
     )
@@ -101,4 +118,5 @@ def decode_outputs(payload: bytes) -> dict[str, np.ndarray]:
         "top_scores": take(np.float32, batch, k),
         "risk": take(np.float32, batch),
         "surprise": take(np.float32, batch),
+        "sentiment": take(np.float32, batch),
     }

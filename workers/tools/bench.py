@@ -7,6 +7,8 @@ pipeline  one ``foresight worker`` process scoring every event (throughput on a 
           so a stall of a shared machine shows as one bad second, not a mystery p99)
 naive     a Faust agent scoring each event unbatched with the torch model
 inference onnxruntime alone, sequences/s by batch size at sequence length 50
+text      (with --text-share) the pipeline again on the same events without any text and with
+          a share of them carrying a 20-60-word review: events/s and latency side by side
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from workers.kafka.topics import create_topics
 from workers.tools.bench_report import latency_by_second
 from workers.tools.generator import Generator
 from workers.tools.produce import produce
+from workers.tools.review_text import with_reviews
 from workers.tools.worker_processes import ChildProcess, WorkerProcess, settings_env
 
 
@@ -186,12 +189,46 @@ def inference(
     return out
 
 
+def _fresh(base: Settings, label: str) -> Settings:
+    """Topics and a consumer group of their own, for one more measurement in this run."""
+    return base.model_copy(
+        update={"topic_prefix": f"{base.topic_prefix}{label}.", "app_id": f"{base.app_id}-{label}"}
+    )
+
+
+async def text_comparison(
+    base: Settings, events: list[dict], share: float, latency_seconds: float, workdir: Path
+) -> dict:
+    """The pipeline on ``events`` without text, then with ``share`` of them carrying a review:
+    events/s on the backlog, and latency at half the text-free rate, for both."""
+    out: dict = {"text_share": share}
+    half = 0.0
+    for i, label in enumerate(("without_text", "with_text")):
+        s = _fresh(base, label)
+        await create_topics(s)
+        backlog = with_reviews(events, share)[i]
+        await produce(s, backlog, len(backlog), progress=False)
+        pipe = await pipeline_rate(s, len(backlog), workdir)
+        half = half or pipe["events_per_s"] / 2
+        _say(f"{label}: {pipe['events_per_s']:.0f} ev/s; latency at {half:.0f} ev/s")
+        timed = [e for e, _ in Generator(seed=9).events(50 + int(half * latency_seconds))]
+        lat = _fresh(base, label + "-lat")
+        await create_topics(lat)
+        latency = await pipeline_latency(lat, with_reviews(timed, share)[i], half, workdir)
+        out[label] = {**pipe, **latency}
+    out["events_per_s_ratio"] = round(
+        out["with_text"]["events_per_s"] / out["without_text"]["events_per_s"], 4
+    )
+    return out
+
+
 async def run_bench(
     settings: Settings,
     n: int,
     workdir: Path,
     naive_events: int | None = None,
     latency_seconds: float = 10.0,
+    text_share: float | None = None,
 ) -> dict:
     version = registry.current(settings.registry)
     if version is None:
@@ -215,9 +252,7 @@ async def run_bench(
     pipe = await pipeline_rate(base, n, workdir)
     _say(f"pipeline {pipe['events_per_s']:.0f} ev/s; latency at half that rate")
     half = pipe["events_per_s"] / 2
-    lat_settings = base.model_copy(
-        update={"topic_prefix": base.topic_prefix + "lat.", "app_id": base.app_id + "-lat"}
-    )
+    lat_settings = _fresh(base, "lat")
     await create_topics(lat_settings)
     lat_events = [e for e, _ in Generator(seed=8).events(50 + int(half * latency_seconds))]
     latency = await pipeline_latency(lat_settings, lat_events, half, workdir)
@@ -239,4 +274,7 @@ async def run_bench(
         },
         "inference": infer,
     }
+    if text_share:
+        _say(f"the pipeline without text and with {text_share:.0%} of events carrying a review")
+        result["text"] = await text_comparison(base, events, text_share, latency_seconds, workdir)
     return result

@@ -80,7 +80,27 @@ def markdown(result: dict) -> str:
         + " | ".join(f"{v:,.0f}" for v in result["inference"]["sequences_per_s"].values())
         + " |",
     ]
+    if "text" in result:
+        lines += ["", *_text_rows(result["text"])]
     return "\n".join(lines) + "\n"
+
+
+def _text_rows(text: dict) -> list[str]:
+    """The with/without-text comparison as a table."""
+    rows = [
+        f"Pipeline with {text['text_share']:.0%} of events carrying a 20-60-word review, against "
+        f"the same events without text (ratio {text['events_per_s_ratio']:.3f}):",
+        "",
+        "| run | events/s | p50 ms | p99 ms | offered ev/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label in ("without_text", "with_text"):
+        x = text[label]
+        rows.append(
+            f"| {label.replace('_', ' ')} | {x['events_per_s']:,.0f} | {x['latency_ms']['p50']} "
+            f"| {x['latency_ms']['p99']} | {x['offered_events_per_s']:,.0f} |"
+        )
+    return rows
 
 
 def _worst_second(rows: list[dict], bar_ms: float = 250.0) -> str:

@@ -145,7 +145,14 @@ def replay_command(source, limit, rate, speedup, seed) -> None:
     default=Path("bench-results/bench.json"),
     show_default=True,
 )
-def bench(n, naive_events, latency_seconds, json_path) -> None:
+@click.option(
+    "--text-share",
+    type=float,
+    default=None,
+    help="Also run the pipeline without text and with this share of events carrying a "
+    "20-60-word review (e.g. 0.02), and report both.",
+)
+def bench(n, naive_events, latency_seconds, json_path, text_share) -> None:
     """raw consume vs full pipeline vs naive per-event scoring, on the real broker."""
     import orjson
 
@@ -156,7 +163,9 @@ def bench(n, naive_events, latency_seconds, json_path) -> None:
     started = _ensure_local_broker(s)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        result = asyncio.run(run_bench(s, n, json_path.parent, naive_events, latency_seconds))
+        result = asyncio.run(
+            run_bench(s, n, json_path.parent, naive_events, latency_seconds, text_share)
+        )
     finally:
         if started is not None:
             started.stop()

@@ -127,20 +127,21 @@ async def test_scoring_process_matches_in_process_scores_and_survives_a_crash(
         remote = RemoteScorer(process, await process.load(artifact, 50, None))
         assert (remote.version, remote.event_types) == (local.version, local.event_types)
         prefixes = [UserSequence(s).to_bytes() for s in sequences]
+        texts = [None] * len(prefixes)
         # A batch cancelled while the child works on it: its late reply must not be taken
         # as the next batch's.
         others = [UserSequence(s).to_bytes() for s in _random_sequences(local, 2000, seed=6)]
-        cancelled = asyncio.ensure_future(remote.score(others))
+        cancelled = asyncio.ensure_future(remote.score(others, [None] * len(others)))
         while not process._lock.locked():
             await asyncio.sleep(0)
         await asyncio.sleep(0)
         cancelled.cancel()
         with pytest.raises(asyncio.CancelledError):
             await cancelled
-        got = await remote.score(prefixes)
+        got = await remote.score(prefixes, texts)
         np.testing.assert_allclose(got.risk, expected.risk, atol=1e-6)
         for attempt in ("first", "after the child was killed"):
-            got = await remote.score(prefixes)
+            got = await remote.score(prefixes, texts)
             for name in ("next_action", "top_scores", "risk", "surprise"):
                 np.testing.assert_allclose(getattr(got, name), getattr(expected, name), atol=1e-6)
             assert got.top_items == expected.top_items, attempt
@@ -148,7 +149,7 @@ async def test_scoring_process_matches_in_process_scores_and_survives_a_crash(
             process._proc.kill()
             await process._proc.wait()
         with pytest.raises(ScoringFailed, match="KeyError"):
-            await process.score("no-such-version", prefixes)
+            await process.score("no-such-version", prefixes, texts)
         with pytest.raises(ModelRefused, match="missing"):
             await process.load(artifact.parent / "missing", 50, None)
         with pytest.raises(ModelRefused, match="announced sha256"):

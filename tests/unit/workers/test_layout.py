@@ -105,7 +105,7 @@ def test_the_prediction_builder_writes_exactly_the_schema() -> None:
     event = Event.model_validate(
         {"event_id": "e1", "user_id": "u1", "type": "view", "ts": 1_700_000_000, "item_id": "i"}
     )
-    value = prediction_value(event, "v1", {"view": 1.0}, ["i"], [0.5], 0.1, 0.2, 3, 12.0)
+    value = prediction_value(event, "v1", {"view": 1.0}, ["i"], [0.5], 0.1, 0.2, -0.4, 3, 12.0)
     assert set(orjson.loads(value)) == _schema_properties("prediction")
     assert Prediction.model_validate_json(value).sequence_length == 3
 

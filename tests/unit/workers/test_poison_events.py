@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from models.vocab import EVENT_TYPES
 from schemas.codec import InvalidRecord
 from schemas.internal import TrendPartial
-from schemas.records import MAX_TS, MIN_TS, Alert, Prediction
+from schemas.records import MAX_TS, MIN_TS, Alert, Event, Prediction
 from schemas.settings import Settings
 from tests.support.helpers import tiny_model
 from workers.app import StreamWorker
@@ -305,9 +305,9 @@ async def test_a_bad_sequence_costs_only_its_own_prediction(
             for i in range(37)
         ]
         blobs = [*good[:20], b"\x02\x00\x00\x00\x00\x00\x00\x00\x00\x05\x00truncated", *good[20:]]
-        jobs = [Job(_slot(b"u", b"", i), None, [], blob, 0.0, b"") for i, blob in enumerate(blobs)]
+        jobs = [Job(_slot(b"u", b"", i), _VIEW, [], blob, 0.0, b"") for i, blob in enumerate(blobs)]
         scored, scores, failed = await worker.batches.score_isolating(remote, jobs)
-        alone = await remote.score(good)
+        alone = await remote.score(good, [None] * len(good))
     finally:
         await process.stop()
     assert [f.job for f in failed] == [jobs[20]] and failed[0].stage == "score"
@@ -315,6 +315,9 @@ async def test_a_bad_sequence_costs_only_its_own_prediction(
     assert scored == jobs[:20] + jobs[21:]
     assert scores is not None and scores.top_items == alone.top_items
     assert (scores.risk == alone.risk).all()
+
+
+_VIEW = Event.model_validate({"event_id": "e", "user_id": "u", "type": "view", "ts": 1e9})
 
 
 class _Refusing:
@@ -325,7 +328,7 @@ class _Refusing:
     def __init__(self, error: type[Exception], refused: set[bytes]) -> None:
         self.error, self.refused, self.calls = error, refused, 0
 
-    async def score(self, prefixes: list[bytes]):
+    async def score(self, prefixes: list[bytes], texts: list[str | None]):
         self.calls += 1
         if self.refused & set(prefixes):
             raise self.error("refused")
@@ -336,6 +339,7 @@ class _Refusing:
                 "top_scores": np.zeros((len(prefixes), 1), np.float32),
                 "risk": np.zeros(len(prefixes), np.float32),
                 "surprise": np.zeros(len(prefixes), np.float32),
+                "sentiment": np.full(len(prefixes), np.nan, np.float32),
             },
             ["<pad>"],
         )
@@ -344,7 +348,7 @@ class _Refusing:
 async def test_bisection_is_for_what_the_model_refuses_not_for_a_dead_process(
     worker: StreamWorker,
 ) -> None:
-    jobs = [Job(_slot(b"u", b"", i), None, [], b"%d" % i, 0.0, b"") for i in range(256)]
+    jobs = [Job(_slot(b"u", b"", i), _VIEW, [], b"%d" % i, 0.0, b"") for i in range(256)]
     model = _Refusing(ScoringFailed, {b"7", b"200"})
     scored, _, failed = await worker.batches.score_isolating(model, jobs)
     assert [f.job for f in failed] == [jobs[7], jobs[200]] and len(scored) == 254

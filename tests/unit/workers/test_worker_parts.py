@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from schemas import decode_event
 from schemas.internal import TrendPartial
 from workers.analytics.alerts import AlertPolicy
-from workers.analytics.sentiment import event_sentiment, text_sentiment
+from workers.analytics.sentiment import lexicon_sentiment
 from workers.analytics.trends import TrendAccumulator, TrendAggregator
 from workers.kafka.publisher import _hash_slot
 from workers.pipeline.acks import OrderedAcks
@@ -132,12 +132,11 @@ def test_alert_policy_thresholds_and_cooldown() -> None:
     assert quiet.decide("u", 0.1, 1.0, now=0) == []
 
 
-def test_sentiment() -> None:
-    assert text_sentiment("Great product, love it") == 1.0
-    assert text_sentiment("broken and terrible") == -1.0
-    assert text_sentiment("it is a lamp") is None
-    assert event_sentiment(5, None) == 1.0
-    assert event_sentiment(1, "love it") == 0.0
+def test_lexicon_fallback_sentiment() -> None:
+    assert lexicon_sentiment("Great product, love it") == 1.0
+    assert lexicon_sentiment("broken and terrible") == -1.0
+    assert lexicon_sentiment("great but broken") == 0.0
+    assert lexicon_sentiment("it is a lamp") is None
 
 
 def test_two_phase_trends_merge_partials_from_several_workers() -> None:
@@ -158,7 +157,7 @@ def test_two_phase_trends_merge_partials_from_several_workers() -> None:
     item = next(t for t in out if t.key == "item:p1")
     assert item.volume == 7 and item.engagement["purchase"] == 1
     assert item.conversion == pytest.approx(1 / 6)
-    assert item.sentiment_mean == 1.0
+    assert item.sentiment_mean == 1.0 and item.sentiment_count == 1
     assert item.window_start == 960.0 and item.window_end == 1020.0
     assert agg.flush(watermark=1200.0 + 180) != []  # the rest closes on the watermark
 

@@ -1,0 +1,79 @@
+"""What every ONNX graph of an artifact goes through: the graph check, the session on the best
+provider this machine has, and the refusal that says why a graph must not serve.
+
+Importable without torch; shared by the sequence model (models/runtime.py) and the language-model
+graphs (models/text_runtime.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ALLOWED_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class ModelRefused(RuntimeError):
+    """An artifact that must not serve; the message says why."""
+
+
+def check_graph(path: Path) -> None:
+    """Refuse a graph that does not parse, keeps external data, or uses custom operators."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelRefused(f"{path.name} does not parse: {exc}") from None
+    if any(uses_external_data(t) for t in model.graph.initializer):
+        raise ModelRefused(f"{path.name} keeps weights in external data files; single file only")
+    domains = {op.domain for op in model.opset_import} | {n.domain for n in model.graph.node}
+    custom = domains - ALLOWED_DOMAINS
+    if custom or model.functions:
+        raise ModelRefused(f"{path.name} uses custom operators or functions: {sorted(custom)}")
+
+
+def signature(items) -> dict[str, tuple[str, int]]:
+    return {x.name: (x.type, len(x.shape)) for x in items}
+
+
+def gpu_present() -> bool:
+    """An NVIDIA device node or driver exists (onnxruntime-gpu lists its GPU providers even on
+    machines without one, and then fails noisily when asked to use them)."""
+    return os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version")
+
+
+def providers_available() -> list[str]:
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    if not gpu_present():
+        available &= {"CPUExecutionProvider"}
+    return [p for p in PREFERRED_PROVIDERS if p in available]
+
+
+def session_for(path: Path, threads: int | None):
+    """An onnxruntime session on the best provider that works here (GPU first)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    for provider in providers_available():
+        chain = (
+            [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+        )
+        try:
+            session = ort.InferenceSession(str(path), options, providers=chain)
+        except Exception as exc:  # e.g. CUDA libraries present but no GPU
+            log.info("provider %s unavailable: %s", provider, exc)
+            continue
+        if session.get_providers()[0] == provider:
+            return session, provider
+    raise ModelRefused("onnxruntime could not create a session on any provider")
