@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+from pathlib import Path
 
 import click
 
@@ -54,6 +55,38 @@ def topics_list() -> None:
 
     for name, parts in asyncio.run(list_topics(settings_or_exit())).items():
         click.echo(f"{name:32} {'missing' if parts is None else f'{parts} partitions'}")
+
+
+@main.command()
+@click.option(
+    "--registry",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Registry directory (default FORESIGHT_REGISTRY).",
+)
+@click.argument("file", type=click.File("r", encoding="utf-8"), default="-")
+def sentiment(registry: Path | None, file) -> None:
+    """Score one text a line (FILE or stdin) with the served model: one number in [-1, 1] a
+    line, or an empty line where the lexicon fallback finds no opinion."""
+    from models import registry as models_registry
+    from models.runtime import ModelRefused
+    from workers.scoring.scorer import OnnxScorer
+
+    directory = registry or settings_or_exit().registry
+    version = models_registry.current(directory)
+    if version is None:
+        raise click.ClickException(f"no CURRENT model in {directory}: run `foresight train`")
+    try:
+        scorer = OnnxScorer.from_directory(directory / version, max_length=1, threads=1)
+    except ModelRefused as exc:
+        raise click.ClickException(f"model {version} refused: {exc}") from None
+    kind = "language model" if scorer.loaded.sentiment else "opinion-word lexicon (fallback)"
+    click.echo(f"model {version}: sentiment from its {kind}", err=True)
+    lines = [line.rstrip("\n") for line in file]
+    for start in range(0, len(lines), 256):
+        chunk = dict(enumerate(lines[start : start + 256]))
+        for value in scorer.sentiment(chunk, len(chunk)).tolist():
+            click.echo("" if value != value else f"{value:.4f}")
 
 
 def _add_commands() -> None:

@@ -118,3 +118,20 @@ def test_labelled_files_must_have_a_label_and_a_text(tmp_path: Path) -> None:
     path.write_text("label\tsentence\n1\tfine\n2\tnot a label\n")
     with pytest.raises(ValueError, match=r"bad\.tsv:3"):
         read_labelled(path)
+
+
+def test_the_sentiment_command_scores_one_line_each(with_sentiment: Path) -> None:
+    from click.testing import CliRunner
+
+    from models import registry
+    from workers.cli import main
+
+    registry.mark_current(with_sentiment.parent, with_sentiment.name)
+    texts = "the film was superb , truly superb\nthe lamp was dreadful , so dreadful\n"
+    result = CliRunner().invoke(
+        main, ["sentiment", "--registry", str(with_sentiment.parent)], input=texts
+    )
+    assert result.exit_code == 0, result.output
+    good, bad = (float(line) for line in result.stdout.splitlines())
+    assert -1 <= bad < 0 < good <= 1
+    assert "language model" in result.stderr
