@@ -142,6 +142,13 @@ def _print_report(version: str, report: dict, registry: Path) -> None:
             f"{c['ndcg@10']:.4f} | text-only HR@10 {c['text_baseline']['hr@10']:.4f} "
             f"NDCG@10 {c['text_baseline']['ndcg@10']:.4f}"
         )
+        if c.get("through_catalog"):
+            t = c["through_catalog"]
+            click.echo(
+                f"  the same with the hidden items arriving through the catalog path: HR@10 "
+                f"{t['hr@10']:.4f} NDCG@10 {t['ndcg@10']:.4f} (text rows differ by at most "
+                f"{t['max_abs_diff']:.1e})"
+            )
     g = report.get("gate", {})
     click.echo(
         f"gate: {g.get('reason')} (candidate {g.get('candidate')}, current "

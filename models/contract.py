@@ -23,6 +23,11 @@ OUTPUTS = {
     "top_scores": ("tensor(float)", 2),
     "risk": ("tensor(float)", 1),
     "surprise": ("tensor(float)", 1),
+    # what ranks items the graph does not know (catalog items published after training): an
+    # item's logit is user_vector · its vector, its probability exp(logit - log_normaliser)
+    # once the normaliser counts it too
+    "user_vector": ("tensor(float)", 2),
+    "log_normaliser": ("tensor(float)", 1),
 }
 
 #: The sentiment graph (``sentiment.onnx``, optional in an artifact): WordPiece ids and their
@@ -32,6 +37,11 @@ SENTIMENT_INPUTS = {
     "attention_mask": ("tensor(int64)", 2),
 }
 SENTIMENT_OUTPUTS = {"sentiment": ("tensor(float)", 1)}
+#: The text encoder (``text_encoder.onnx``, in artifacts whose items had text): the trainer's
+#: frozen all-MiniLM-L6-v2 sentence embedding, whitened as in training (``text``) and projected
+#: into the model's item space (``item_vector``), for catalog items that arrive after training.
+TEXT_ENCODER_INPUTS = SENTIMENT_INPUTS
+TEXT_ENCODER_OUTPUTS = {"text": ("tensor(float)", 2), "item_vector": ("tensor(float)", 2)}
 #: Texts that every sentiment graph must score finite and in range before it serves.
 GOLDEN_TEXTS = ("", "great, works perfectly", "broken on arrival. refund!", "ok " * 200)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from models.contract import sha256_of
+from schemas import records
 from schemas.codec import InvalidRecord, decode_event
 from schemas.files import read_event_file, read_movielens_items, read_movielens_ratings
 from schemas.records import Event
@@ -92,7 +93,7 @@ def _from_events(events: list[Event], labels: dict[str, bool], source: str, fing
             )
         )
         if e.item_id and e.item_id not in item_text:
-            text = " ".join(str(e.attrs[k]) for k in ("title", "category") if k in e.attrs)
+            text = records.item_text(e.attrs.get("title"), e.attrs.get("category"))
             if text:
                 item_text[e.item_id] = text
     return History(interactions, item_text, source, fingerprint, rated)
@@ -106,23 +107,9 @@ def load_event_file(path: Path, labels: Path | None = None) -> History:
 
 
 async def _read_history(settings, topic: str) -> list[Event]:
-    from aiokafka import TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
+    from schemas.kafka_security import topic_partitions, topic_reader
 
-    from schemas.kafka_security import aiokafka_kwargs, topic_reader
-
-    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = [
-        TopicPartition(topic, p["partition"])
-        for t in described
-        if t["topic"] == topic and not t["error_code"]
-        for p in t["partitions"]
-    ]
+    partitions = await topic_partitions(settings, topic)
     if not partitions:
         raise ValueError(f"topic {topic!r} does not exist")
     consumer = topic_reader(settings)

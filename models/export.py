@@ -68,7 +68,7 @@ def parity(serving: ServingModel, path: Path, batch: dict[str, np.ndarray]) -> f
             )
         )
     worst = 0.0
-    for name in ("next_action", "top_scores", "risk"):
+    for name in ("next_action", "top_scores", "risk", "user_vector", "log_normaliser"):
         worst = max(worst, float(np.max(np.abs(got[name] - ref[name]))))
     step = 1.0 / len(serving.quantiles) + 1e-6
     if np.max(np.abs(got["surprise"] - ref["surprise"])) > step:

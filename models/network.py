@@ -137,6 +137,9 @@ class ServingModel(nn.Module):
     risk         [B]             supervised fraud probability
     surprise     [B]             share of normal validation events less surprising than the
                                  latest one (label-free anomaly score in [0, 1])
+    user_vector  [B, d]          the latest hidden state: an item's logit is its dot product
+                                 with the item's vector (how catalog items are ranked)
+    log_normaliser [B]           logsumexp of the logits over the items the graph knows
     """
 
     def __init__(self, net: SequenceTransformer, surprise_quantiles: torch.Tensor) -> None:
@@ -154,7 +157,9 @@ class ServingModel(nn.Module):
         table = net.item_table()
         h = net.encode(item_ids, event_types, time_gaps, table)
         last, prev = h[:, -1], h[:, -2]
-        item_logp = torch.log_softmax(last @ table.T + self.blocked, dim=-1)
+        logits = last @ table.T + self.blocked
+        log_normaliser = torch.logsumexp(logits, dim=-1)
+        item_logp = logits - log_normaliser.unsqueeze(-1)
         top_logp, top_items = torch.topk(item_logp, net.config.top_k, dim=-1)
         next_action = torch.softmax(net.type_head(last)[:, 1:], dim=-1)
         risk = torch.sigmoid(net.risk_head(last).squeeze(-1))
@@ -162,7 +167,8 @@ class ServingModel(nn.Module):
         raw = surprise_raw(net, prev, table, self.blocked, item_ids[:, -1], event_types[:, -1])
         calibrated = (raw.unsqueeze(1) > self.quantiles.unsqueeze(0)).float().mean(dim=1)
         has_prefix = (event_types[:, -2] != 0).float()
-        return next_action, top_items, torch.exp(top_logp), risk, calibrated * has_prefix
+        surprise = calibrated * has_prefix
+        return next_action, top_items, torch.exp(top_logp), risk, surprise, last, log_normaliser
 
 
 def surprise_raw(net, prev_h, table, blocked, last_item, last_type):

@@ -24,6 +24,7 @@ from models.export import OPSET, export_onnx, parity
 from models.features import pad_batch
 from models.network import NetworkConfig, SequenceTransformer
 from models.sentiment_artifact import SentimentSource, add_sentiment
+from models.text_export import add_text_encoder
 from models.train import (
     Dataset,
     TrainConfig,
@@ -135,6 +136,8 @@ def train_and_register(
         str(stage / "weights.safetensors"),
     )
     data.vocab.save(stage / "vocab.json")
+    if data.whitening is not None:  # items with text: new catalog items can be ranked
+        text_entry = add_text_encoder(stage, result.net, data)
     if sentiment is not None:
         sentiment_entry, report["sentiment"] = add_sentiment(stage, sentiment, history.rated_texts)
     registry.write_json(stage / "report.json", report)
@@ -147,6 +150,8 @@ def train_and_register(
         top_scores=["batch", cfg.network.top_k],
         risk=["batch"],
         surprise=["batch"],
+        user_vector=["batch", cfg.network.hidden],
+        log_normaliser=["batch"],
     )
     manifest = {
         "version": version,
@@ -167,6 +172,8 @@ def train_and_register(
     }
     if sentiment is not None:
         manifest["sentiment"] = sentiment_entry
+    if data.whitening is not None:
+        manifest["text_encoder"] = text_entry
     registry.write_json(stage / "manifest.json", manifest)
     registry.publish(registry_dir, version, stage)
     registry.verify(registry_dir, version)  # exactly what the worker will do

@@ -17,7 +17,7 @@ import orjson
 
 from models.contract import INPUTS, N_RESERVED_ITEMS, OUTPUTS, sha256_of
 from models.onnx_session import ModelRefused, check_graph, session_for, signature
-from models.text_runtime import SentimentModel, load_sentiment
+from models.text_runtime import SentimentModel, TextEncoder, load_sentiment, load_text_encoder
 from models.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class LoadedModel:
     session: object
     provider: str
     sentiment: SentimentModel | None = None  # None: trained without one (lexicon fallback)
+    text_encoder: TextEncoder | None = None  # None: its items had no text (no catalog path)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = list(OUTPUTS)
@@ -105,5 +106,6 @@ def load_artifact(directory: Path, threads: int | None = None) -> LoadedModel:
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise ModelRefused(f"golden batch gave non-finite {name}")
     loaded.sentiment = load_sentiment(directory, manifest, threads)
+    loaded.text_encoder = load_text_encoder(directory, manifest, threads)
     log.info("model %s loaded on %s", loaded.version, provider)
     return loaded

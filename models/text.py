@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,34 +48,51 @@ def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
     return out
 
 
-def whiten(x: np.ndarray, eps: float = 0.05) -> np.ndarray:
-    """PCA whitening: zero mean, identity covariance.
+@dataclass(frozen=True)
+class Whitening:
+    """PCA whitening fitted on the training catalog's embeddings, scaled by 1/sqrt(384) so a
+    whitened row has about unit norm: ``(x - mean) @ matrix``. The serve-time text encoder
+    applies the same transform to items that arrive after training."""
+
+    mean: np.ndarray  # [384]
+    matrix: np.ndarray  # [384, 384]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) @ self.matrix).astype(np.float32)
+
+
+def fit_whitening(x: np.ndarray, eps: float = 0.05) -> Whitening:
+    """Zero mean, identity covariance on ``x`` [n, 384].
 
     ``eps`` (relative to the mean eigenvalue) keeps near-empty directions from turning noise
-    into signal.
+    into signal. With fewer than two rows only the mean is removed.
     """
+    mean = x.mean(0)
     if len(x) < 2:
-        return x - x.mean(0, keepdims=True)
-    centred = x - x.mean(0, keepdims=True)
+        return Whitening(mean, np.eye(x.shape[1], dtype=np.float32) / np.sqrt(TEXT_DIM))
+    centred = x - mean
     cov = centred.T @ centred / (len(x) - 1)
     values, vectors = np.linalg.eigh(cov)
     values = np.maximum(values, 0.0) + eps * values.mean()
-    return (centred @ vectors / np.sqrt(values)).astype(np.float32)
+    return Whitening(mean, (vectors / np.sqrt(values) / np.sqrt(TEXT_DIM)).astype(np.float32))
 
 
 def item_text_table(
     item_ids: list[str], item_text: dict[str, str], n_reserved: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(whitened table, raw normalised table), each [n_reserved + n_items, 384].
+) -> tuple[np.ndarray, np.ndarray, Whitening | None]:
+    """(whitened table, raw normalised table, the whitening), tables [n_reserved + n_items, 384].
 
-    Rows of reserved slots and of items without text are zero in both.
+    Rows of reserved slots and of items without text are zero in both; the whitening is None
+    when no item has text.
     """
     raw = np.zeros((n_reserved + len(item_ids), TEXT_DIM), dtype=np.float32)
     white = raw.copy()
     rows = [i for i, item in enumerate(item_ids) if item_text.get(item)]
-    if rows:
-        log.info("embedding %d item texts with all-MiniLM-L6-v2", len(rows))
-        emb = embed_texts([item_text[item_ids[i]] for i in rows])
-        raw[[n_reserved + i for i in rows]] = emb
-        white[[n_reserved + i for i in rows]] = whiten(emb) / np.sqrt(TEXT_DIM)
-    return white, raw
+    if not rows:
+        return white, raw, None
+    log.info("embedding %d item texts with all-MiniLM-L6-v2", len(rows))
+    emb = embed_texts([item_text[item_ids[i]] for i in rows])
+    whitening = fit_whitening(emb)
+    raw[[n_reserved + i for i in rows]] = emb
+    white[[n_reserved + i for i in rows]] = whitening.apply(emb)
+    return white, raw, whitening

@@ -1,9 +1,11 @@
 """The language-model graphs of an artifact at serve time, without torch.
 
-Texts are tokenised with the artifact's own ``tokenizer.json`` (the ``tokenizers`` library,
-the tokenizer the trainer used) and scored by onnxruntime. Each graph is checked on load like
-the sequence model: the sha256 the manifest records, the operator domains, the signature, and
-golden texts that must give finite scores in range; anything else is refused with the reason.
+``sentiment.onnx`` scores texts in [-1, 1]; ``text_encoder.onnx`` embeds catalog items into the
+model's item space. Texts are tokenised with the artifact's own ``tokenizer.json`` (the
+``tokenizers`` library, the tokenizer the trainer used) and run by onnxruntime. Each graph is
+checked on load like the sequence model: the sha256 the manifest records, the operator domains,
+the signature, and golden texts that must give finite outputs (sentiment within [-1, 1]);
+anything else is refused with the reason.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from models.contract import GOLDEN_TEXTS, SENTIMENT_INPUTS, SENTIMENT_OUTPUTS, sha256_of
+from models.contract import (
+    GOLDEN_TEXTS,
+    SENTIMENT_INPUTS,
+    SENTIMENT_OUTPUTS,
+    TEXT_ENCODER_INPUTS,
+    TEXT_ENCODER_OUTPUTS,
+    sha256_of,
+)
 from models.onnx_session import ModelRefused, check_graph, session_for, signature
 
 TEXT_GROUP = 16
@@ -31,16 +40,17 @@ def load_tokenizer(path: Path, max_tokens: int):
 
 
 @dataclass
-class SentimentModel:
-    """The artifact's sentiment graph: one score in [-1, 1] per text."""
+class TextGraph:
+    """One text graph: tokenise, run in length groups, return every output in input order."""
 
     session: object
     tokenizer: object
     sha256: str
 
-    def score(self, texts: list[str]) -> np.ndarray:
-        """float32 [len(texts)], in the order given."""
-        out = np.empty(len(texts), dtype=np.float32)
+    def run(self, texts: list[str]) -> dict[str, np.ndarray]:
+        session = self.session
+        names = [o.name for o in session.get_outputs()]  # type: ignore[attr-defined]
+        out: dict[str, np.ndarray] = {}
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), TEXT_GROUP):
             rows = order[start : start + TEXT_GROUP]
@@ -49,8 +59,55 @@ class SentimentModel:
                 "input_ids": np.array([e.ids for e in batch], dtype=np.int64),
                 "attention_mask": np.array([e.attention_mask for e in batch], dtype=np.int64),
             }
-            out[rows] = self.session.run(list(SENTIMENT_OUTPUTS), feed)[0]  # type: ignore[attr-defined]
+            for name, values in zip(names, session.run(names, feed), strict=True):  # type: ignore[attr-defined]
+                if name not in out:
+                    out[name] = np.empty((len(texts), *values.shape[1:]), values.dtype)
+                out[name][rows] = values
         return out
+
+
+class SentimentModel(TextGraph):
+    """The artifact's sentiment graph."""
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        """float32 [len(texts)] in [-1, 1], in the order given."""
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        return self.run(texts)["sentiment"]
+
+
+class TextEncoder(TextGraph):
+    """The artifact's text encoder: catalog items' text → vectors in the model's item space."""
+
+    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """``text`` [n, 384] (whitened embedding) and ``item_vector`` [n, d]."""
+        return self.run(texts)
+
+
+def _load(directory: Path, spec: dict, name: str, inputs: dict, outputs: dict, threads, kind):
+    graph, tokenizer_path = directory / name, directory / "tokenizer.json"
+    for path in (graph, tokenizer_path):
+        if not path.is_file():
+            raise ModelRefused(f"the manifest declares {name} but {path.name} is missing")
+    if sha256_of(graph) != spec.get("sha256"):
+        raise ModelRefused(f"{name} does not match the manifest's sha256")
+    if sha256_of(tokenizer_path) != spec.get("tokenizer_sha256"):
+        raise ModelRefused("tokenizer.json does not match the manifest's sha256")
+    check_graph(graph)
+    session, _ = session_for(graph, threads)
+    got_in, got_out = signature(session.get_inputs()), signature(session.get_outputs())
+    if got_in != inputs or got_out != outputs:
+        raise ModelRefused(f"{name} signature mismatch: inputs {got_in}, outputs {got_out}")
+    try:
+        model = kind(
+            session, load_tokenizer(tokenizer_path, int(spec["max_tokens"])), spec["sha256"]
+        )
+        golden = model.run(list(GOLDEN_TEXTS))
+    except Exception as exc:
+        raise ModelRefused(f"{name}: golden texts failed: {exc}") from None
+    if not all(np.isfinite(v).all() for v in golden.values()):
+        raise ModelRefused(f"{name}: golden texts gave non-finite outputs")
+    return model, golden
 
 
 def load_sentiment(directory: Path, manifest: dict, threads: int | None) -> SentimentModel | None:
@@ -59,28 +116,22 @@ def load_sentiment(directory: Path, manifest: dict, threads: int | None) -> Sent
     spec = manifest.get("sentiment")
     if not spec:
         return None
-    graph, tokenizer_path = directory / "sentiment.onnx", directory / "tokenizer.json"
-    for path in (graph, tokenizer_path):
-        if not path.is_file():
-            raise ModelRefused(
-                f"the manifest declares a sentiment model but {path.name} is missing"
-            )
-    if sha256_of(graph) != spec.get("sha256"):
-        raise ModelRefused("sentiment.onnx does not match the manifest's sha256")
-    if sha256_of(tokenizer_path) != spec.get("tokenizer_sha256"):
-        raise ModelRefused("tokenizer.json does not match the manifest's sha256")
-    check_graph(graph)
-    session, _ = session_for(graph, threads)
-    got_in, got_out = signature(session.get_inputs()), signature(session.get_outputs())
-    if got_in != SENTIMENT_INPUTS or got_out != SENTIMENT_OUTPUTS:
-        raise ModelRefused(f"sentiment signature mismatch: inputs {got_in}, outputs {got_out}")
-    try:
-        model = SentimentModel(
-            session, load_tokenizer(tokenizer_path, int(spec["max_tokens"])), spec["sha256"]
-        )
-        golden = model.score(list(GOLDEN_TEXTS))
-    except Exception as exc:
-        raise ModelRefused(f"sentiment golden texts failed: {exc}") from None
-    if not (np.isfinite(golden).all() and (np.abs(golden) <= 1.0).all()):
-        raise ModelRefused("sentiment golden texts gave scores outside [-1, 1]")
+    model, golden = _load(
+        directory, spec, "sentiment.onnx", SENTIMENT_INPUTS, SENTIMENT_OUTPUTS, threads,
+        SentimentModel,
+    )  # fmt: skip
+    if (np.abs(golden["sentiment"]) > 1.0).any():
+        raise ModelRefused("sentiment.onnx: golden texts gave scores outside [-1, 1]")
+    return model
+
+
+def load_text_encoder(directory: Path, manifest: dict, threads: int | None) -> TextEncoder | None:
+    """The artifact's text encoder, or None when its items had no text."""
+    spec = manifest.get("text_encoder")
+    if not spec:
+        return None
+    model, _ = _load(
+        directory, spec, "text_encoder.onnx", TEXT_ENCODER_INPUTS, TEXT_ENCODER_OUTPUTS,
+        threads, TextEncoder,
+    )  # fmt: skip
     return model

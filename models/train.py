@@ -29,7 +29,8 @@ from models.evaluate import (
 )
 from models.features import pad_batch
 from models.network import NetworkConfig, SequenceTransformer, surprise_raw
-from models.text import item_text_table
+from models.text import Whitening, item_text_table
+from models.text_export import catalog_path_metrics
 from models.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class Dataset:
     text_raw: np.ndarray
     history_source: str
     fingerprint: str
+    whitening: Whitening | None = None  # None: no item has text
 
     def train_part(self, hidden: set[int] | None = None) -> list[UserSeq]:
         """Each user's sequence without its last two events, hidden items removed."""
@@ -148,8 +150,8 @@ def build_dataset(history: History) -> Dataset:
         )
     item_text = {i: t for i, t in history.item_text.items() if i in set(vocab.items)}
     vocab = Vocab(vocab.items, item_text, vocab.types)
-    white, raw = item_text_table(list(vocab.items), item_text, N_RESERVED_ITEMS)
-    return Dataset(vocab, users, white, raw, history.source, history.fingerprint)
+    white, raw, whitening = item_text_table(list(vocab.items), item_text, N_RESERVED_ITEMS)
+    return Dataset(vocab, users, white, raw, history.source, history.fingerprint, whitening)
 
 
 def _windows(
@@ -361,6 +363,9 @@ def cold_start(data: Dataset, cfg: TrainConfig, share: float) -> dict:
     cases = [c for c in data.cases("test") if c.target in hidden]
     model = evaluate(result.net, cases, cfg.max_len)
     text = text_only(data.text_raw, cases)
+    served = None
+    if data.whitening is not None:
+        served = catalog_path_metrics(result.net, data, hidden, cases, cfg.max_len)
     return {
         "hidden_share": share,
         "hidden_items": len(hidden),
@@ -368,6 +373,8 @@ def cold_start(data: Dataset, cfg: TrainConfig, share: float) -> dict:
         "hr@10": model["hr@10"],
         "ndcg@10": model["ndcg@10"],
         "text_baseline": {"hr@10": text["hr@10"], "ndcg@10": text["ndcg@10"]},
+        # the same users with the hidden items' vectors computed through the catalog path
+        "through_catalog": served,
         "best_epoch": result.best_epoch,
         "train_seconds": round(result.seconds, 1),
     }

@@ -71,3 +71,23 @@ def topic_reader(settings: Settings, *topics: str, **options: Any) -> Any:
         enable_auto_commit=False,
         **options,
     )
+
+
+async def topic_partitions(settings: Settings, topic: str) -> list:
+    """The ``TopicPartition`` s of ``topic`` as the broker describes them (empty when the
+    topic does not exist): what a reader outside any consumer group assigns itself."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return [
+        TopicPartition(topic, p["partition"])
+        for t in described
+        if t["topic"] == topic and not t["error_code"]
+        for p in t["partitions"]
+    ]

@@ -210,6 +210,36 @@ class ModelAnnouncement(_Record):
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
+class CatalogItem(_Record):
+    """One item of the shop's catalog (topic ``catalog``, compacted, key ``item_id``; a null
+    value deletes the item). Workers embed its text with the served model's text encoder, so
+    an item published after training can be recommended from its description alone."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    item_id: Id
+    title: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    category: Annotated[str, StringConstraints(max_length=256)] | None = None
+    description: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)] | None = None
+    attrs: dict[
+        ShortStr, Annotated[str, StringConstraints(max_length=256)] | bool | int | Finite
+    ] = Field(default_factory=dict, max_length=MAX_ATTRS)
+
+    _ids = field_validator("item_id", mode="before")(_coerce_id)
+
+    def text(self) -> str:
+        """What the text encoder reads: the same words, in the same order, that the trainer
+        reads for an item (see :func:`item_text`)."""
+        return item_text(self.title, self.category, self.description)
+
+
+def item_text(title: Any, category: Any = None, description: Any = None) -> str:
+    """An item's text for the language model: title, category and description, space-joined
+    (the trainer builds its items' texts with this too, from events' ``title``/``category``
+    attributes, so a catalog item and a trained item with the same words embed the same)."""
+    return " ".join(str(x) for x in (title, category, description) if x not in (None, ""))
+
+
 #: Every record type, by the name used for its JSON Schema file.
 RECORD_TYPES: dict[str, type[BaseModel]] = {
     "event": Event,
@@ -217,4 +247,5 @@ RECORD_TYPES: dict[str, type[BaseModel]] = {
     "alert": Alert,
     "trend": Trend,
     "model_announcement": ModelAnnouncement,
+    "catalog_item": CatalogItem,
 }

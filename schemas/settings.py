@@ -26,6 +26,7 @@ TOPIC_BASES = (
     "alerts",
     "trends",
     "models.control",
+    "catalog",
     "trends.partial",
     "sequences.expire",
 )
@@ -118,6 +119,14 @@ class Settings(BaseSettings):
         ),
     )
     scoring_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads.")
+    catalog_max_items: int = Field(
+        100_000,
+        ge=0,
+        le=10_000_000,
+        description="Catalog items (from the catalog topic, not known to the served model) "
+        "kept rankable; the oldest published beyond it are forgotten. Bounds the worker's "
+        "memory for them: about (text + 4·hidden bytes) per item and model kept.",
+    )
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus port; 0 = off.")
 
     @model_validator(mode="after")

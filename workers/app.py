@@ -36,6 +36,7 @@ from workers.pipeline.outbox import Outbox
 from workers.pipeline.outputs import OutputBuilder
 from workers.pipeline.sequence_store import SequenceStore
 from workers.pipeline.trend_exchange import TREND_FLUSH_SECONDS, TrendExchange
+from workers.scoring.catalog_follower import CatalogFollower
 from workers.scoring.follower import ModelFollower, ModelHolder
 from workers.scoring.process import ScoringProcess
 
@@ -91,6 +92,7 @@ class StreamWorker:
         self.holder = ModelHolder()
         self.scoring_process = ScoringProcess()
         self.follower = ModelFollower(s, self.holder, self.scoring_process)
+        self.catalog = CatalogFollower(s, self.scoring_process)
         self.alerts = AlertPolicy(
             s.risk_threshold,
             s.surprise_threshold,
@@ -132,17 +134,20 @@ class StreamWorker:
         app.service(Scoring)
 
     async def start_scoring(self) -> None:
-        """Load the current model (models.control, else the registry's CURRENT), then batch."""
+        """Load the current model (models.control, else the registry's CURRENT) and the
+        catalog items it does not know, then batch."""
         quiet_noisy_libraries()
         metrics.serve(self.settings.metrics_port)
         await self.publisher.start()
         await self.scoring_process.start()
         await self.follower.start(self.initial_model())
+        await self.catalog.start()
         self.batcher.start()
         tuning.tune_gc()
 
     async def stop_scoring(self) -> None:
         await self.batcher.stop()
+        await self.catalog.stop()
         await self.follower.stop()
         await self.publisher.stop()
         await self.scoring_process.stop()

@@ -89,6 +89,28 @@ def sentiment(registry: Path | None, file) -> None:
             click.echo("" if value != value else f"{value:.4f}")
 
 
+@main.group()
+def catalog() -> None:
+    """The shop's catalog: items that become rankable from their text."""
+
+
+@catalog.command("publish")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def catalog_publish(file: Path) -> None:
+    """Validate FILE (JSONL or CSV) and publish every item to the compacted catalog topic."""
+    from workers.catalog import CatalogFileError, publish_catalog, read_catalog
+    from workers.kafka.topics import create_topics
+
+    s = settings_or_exit()
+    try:
+        items = read_catalog(file)
+    except CatalogFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    asyncio.run(create_topics(s))
+    sent = asyncio.run(publish_catalog(s, items))
+    click.echo(f"published {sent} items to {s.topic('catalog')}")
+
+
 def _add_commands() -> None:
     """The trainer's commands always; the tools' only where workers/tools is installed."""
     groups = [trainer_commands]

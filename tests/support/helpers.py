@@ -85,3 +85,29 @@ def tiny_sentiment(directory: Path):
         layers=1, epochs=3, batch_size=16, lr=2e-4, eval_every=15, max_tokens=32
     )
     return SentimentSource(labelled_sentences(directory), config)
+
+
+TOPICS = {
+    "jazz": ["jazz piano trio album", "smooth jazz saxophone record", "bebop trumpet live jazz"],
+    "garden": ["garden hose with spray nozzle", "lawn mower for the garden", "flower seeds"],
+    "kitchen": ["chef knife for the kitchen", "cast iron frying pan", "kitchen scale digital"],
+    "running": ["running shoes for trail", "running socks breathable", "sports watch for runs"],
+}
+
+
+def topical_history(users: int = 48, length: int = 10, seed: int = 0) -> History:
+    """Users who stay within one topic of items with descriptive titles: what text can carry."""
+    rng = random.Random(seed)
+    item_text, by_topic = {}, {}
+    for topic, titles in TOPICS.items():
+        by_topic[topic] = [f"{topic}-{n}" for n in range(len(titles))]
+        item_text.update(zip(by_topic[topic], titles, strict=True))
+    out = []
+    for u in range(users):
+        topic = list(TOPICS)[u % len(TOPICS)]
+        ts = 1_700_000_000.0 + u
+        for step in range(length):
+            ts += rng.choice([5, 30, 600])
+            item = rng.choice(by_topic[topic])
+            out.append(Interaction(f"u{u}", item, TYPES[step % 4], ts, f"e{u}-{step}", None))
+    return History(out, item_text, "topical", f"topical{seed}")

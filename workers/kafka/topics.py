@@ -1,6 +1,7 @@
 """Creates and lists the topics of DESIGN.md, idempotently, with the right shape.
 
 ``models.control`` is compacted with one partition (its latest ``current`` record is the truth);
+``catalog`` is compacted (an item's latest record is the truth; every worker reads all of it);
 every other topic gets the configured partition count, so parallelism is a setting.
 """
 
@@ -30,6 +31,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     for base in TOPIC_BASES:
         if base == "models.control":
             specs.append(TopicSpec(settings.topic(base), 1, {"cleanup.policy": "compact"}))
+        elif base == "catalog":
+            compact = {"cleanup.policy": "compact"}
+            specs.append(TopicSpec(settings.topic(base), settings.partitions, compact))
         else:
             specs.append(TopicSpec(settings.topic(base), settings.partitions, {}))
     return specs

@@ -3,7 +3,9 @@ requests from the worker over its stdin/stdout (see workers/scoring/wire.py).
 
 It loads and verifies each model (the same checks as anywhere: sha256, signature, golden batch,
 plus the announced sha256 when there is one) and keeps the two newest, so a batch still on the
-old version can finish after a swap. It exits when its stdin closes, which is also what happens
+old version can finish after a swap. It also keeps the catalog items the worker has read (up
+to the configured limit) and embeds those each model does not know with that model's text
+encoder, so that they can be ranked. It exits when its stdin closes, which is also what happens
 when the worker is killed.
 """
 
@@ -23,9 +25,23 @@ from workers.scoring import wire
 from workers.scoring.scorer import OnnxScorer
 
 
+def update_catalog(catalog: OrderedDict[str, str], request: dict) -> tuple[list, list[str]]:
+    """Apply one catalog request (puts, removals, the size limit); returns (the items put,
+    the ids removed or evicted as the oldest beyond the limit)."""
+    put = [(str(i), str(t)) for i, t in request.get("put", [])]
+    removed = [str(i) for i in request.get("remove", []) if catalog.pop(str(i), None) is not None]
+    for item_id, text in put:
+        catalog[item_id] = text
+        catalog.move_to_end(item_id)
+    while len(catalog) > int(request.get("limit", len(catalog))):
+        removed.append(catalog.popitem(last=False)[0])
+    return put, removed
+
+
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     """The child's loop: answer frames until stdin closes."""
     models: OrderedDict[str, OnnxScorer] = OrderedDict()
+    catalog: OrderedDict[str, str] = OrderedDict()  # item id -> text, oldest first
     while (payload := wire.read(stdin)) is not None:
         try:
             if payload[:1] == b"L":
@@ -37,6 +53,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 if announced is not None and scorer.loaded.manifest["sha256"] != announced:
                     # the file matched the manifest, so it is the file that differs
                     raise ModelRefused("model.onnx does not match the announced sha256")
+                scorer.learn_items(list(catalog.items()))
                 models[scorer.version] = scorer
                 models.move_to_end(scorer.version)
                 while len(models) > wire.KEPT_MODELS:
@@ -52,6 +69,12 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 version, blobs, texts = wire.decode_prefixes(payload)
                 sequences = [UserSequence.from_bytes(blob).events for blob in blobs]
                 reply = wire.encode_outputs(models[version].run(sequences, texts))
+            elif payload[:1] == b"C":
+                put, removed = update_catalog(catalog, orjson.loads(payload[1:]))
+                for scorer in models.values():
+                    scorer.new_items.remove(removed)
+                    scorer.learn_items(put)
+                reply = b"O" + orjson.dumps({"items": len(catalog)})
             else:
                 reply = b"E" + f"unknown request {payload[:1]!r}".encode()
         except Exception as exc:  # reported to the worker, which decides what it means

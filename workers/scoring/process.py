@@ -30,6 +30,11 @@ from workers.scoring.scorer import Scores, scores_from
 log = logging.getLogger(__name__)
 
 
+CATALOG_CHUNK = 64
+"""Catalog items per request to the child: embedding one takes ~3-15 ms, so a chunk holds the
+scoring of batches back by well under a second."""
+
+
 class ScoringFailed(RuntimeError):
     """The model raised while scoring a batch (the batch is dead-lettered)."""
 
@@ -46,6 +51,8 @@ class ScoringProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._loaded: OrderedDict[str, bytes] = OrderedDict()  # version -> its load request
+        self._catalog: OrderedDict[str, str] = OrderedDict()  # what the child holds, to replay
+        self._catalog_limit = 0
         self._interrupted = False  # an exchange was cancelled between request and reply
 
     async def start(self) -> None:
@@ -94,6 +101,10 @@ class ScoringProcess:
         self._interrupted = False
         for request in self._loaded.values():
             await self._exchange(request)
+        items = list(self._catalog.items())
+        for start in range(0, len(items), CATALOG_CHUNK):
+            chunk = {"put": items[start : start + CATALOG_CHUNK], "limit": self._catalog_limit}
+            await self._exchange(b"C" + orjson.dumps(chunk))
 
     async def _exchange(self, payload: bytes) -> bytes | None:
         """One request and its reply; None when the child is gone."""
@@ -137,6 +148,30 @@ class ScoringProcess:
         while len(self._loaded) > wire.KEPT_MODELS:
             self._loaded.popitem(last=False)
         return info
+
+    async def update_catalog(
+        self, put: list[tuple[str, str]], remove: list[str], limit: int
+    ) -> int:
+        """Give the child catalog items to rank (and ids to forget), ``CATALOG_CHUNK`` at a
+        time so that batches are scored in between; returns how many items it keeps."""
+        kept = len(self._catalog)
+        for start in range(0, max(len(put), 1), CATALOG_CHUNK):
+            chunk = put[start : start + CATALOG_CHUNK]
+            gone = remove if start == 0 else []
+            request = {"put": chunk, "remove": gone, "limit": limit}
+            reply = await self._ask(b"C" + orjson.dumps(request))
+            if reply[:1] != b"O":
+                raise RuntimeError(f"the scoring process refused catalog items: {reply[1:]!r}")
+            kept = orjson.loads(reply[1:])["items"]
+            for item_id in gone:
+                self._catalog.pop(item_id, None)
+            for item_id, text in chunk:
+                self._catalog[item_id] = text
+                self._catalog.move_to_end(item_id)
+            while len(self._catalog) > limit:
+                self._catalog.popitem(last=False)
+        self._catalog_limit = limit
+        return kept
 
     async def score(
         self, version: str, prefixes: list[bytes], texts: list[str | None]

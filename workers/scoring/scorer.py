@@ -14,11 +14,12 @@ from typing import Protocol
 
 import numpy as np
 
-from models.contract import SPECIAL_ITEMS
+from models.contract import SPECIAL_ITEMS, UNKNOWN_ITEM
 from models.features import pad_batch
 from models.runtime import LoadedModel, load_artifact
 from workers.analytics.sentiment import lexicon_sentiment
 from workers.pipeline.sequence import SeqEvent
+from workers.scoring.new_items import NewItems
 
 LENGTH_GROUP = 32
 """Sequences per onnxruntime call; one call costs about 0.1 ms on top of its work, so groups
@@ -51,11 +52,16 @@ class Scores:
         )
 
 
-def scores_from(outputs: dict[str, np.ndarray], item_ids: Sequence[str]) -> Scores:
-    """Name the top items (the model returns their indices into ``item_ids``)."""
+def scores_from(outputs: dict, item_ids: Sequence[str]) -> Scores:
+    """Name the top items: the model returns their indices into ``item_ids``, and catalog
+    items it learned after training as ``-(n + 1)`` into ``outputs["new_item_ids"]``."""
+    new = outputs.get("new_item_ids", ())
     return Scores(
         next_action=outputs["next_action"],
-        top_items=[[item_ids[i] for i in row] for row in outputs["top_items"].tolist()],
+        top_items=[
+            [item_ids[i] if i >= 0 else new[-i - 1] for i in row]
+            for row in outputs["top_items"].tolist()
+        ],
         top_scores=outputs["top_scores"],
         risk=outputs["risk"],
         surprise=outputs["surprise"],
@@ -86,6 +92,7 @@ class OnnxScorer:
         self._item_index = vocab.item_index
         self._type_index = {t: i + 1 for i, t in enumerate(vocab.types)}
         self.item_ids = (*SPECIAL_ITEMS, *vocab.items)
+        self.new_items = NewItems()
 
     @classmethod
     def from_directory(cls, directory: Path, max_length: int, threads: int | None = None):
@@ -122,7 +129,22 @@ class OnnxScorer:
                     outputs[name] = np.empty((len(seqs), *values.shape[1:]), values.dtype)
                 outputs[name][rows] = values
         outputs["sentiment"] = self.sentiment(texts or {}, len(seqs))
+        if seqs:
+            outputs["new_item_ids"] = np.array(self.new_items.merge(outputs), dtype=object)
         return outputs
+
+    def learn_items(self, items: list[tuple[str, str]]) -> int:
+        """Embed the catalog items (id, text) this model does not know, so that they can be
+        ranked; returns how many it took (none when the artifact has no text encoder)."""
+        encoder = self.loaded.text_encoder
+        new = [(i, t) for i, t in items if self._item_index(i) == UNKNOWN_ITEM]
+        if encoder is None or not new:
+            return 0
+        for start in range(0, len(new), 64):
+            chunk = new[start : start + 64]
+            vectors = encoder.encode([t for _, t in chunk])["item_vector"]
+            self.new_items.put([i for i, _ in chunk], vectors)
+        return len(new)
 
     def sentiment(self, texts: dict[int, str], rows: int) -> np.ndarray:
         """float32 [rows]: each text's sentiment in [-1, 1], NaN on rows without text.

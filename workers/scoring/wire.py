@@ -3,7 +3,10 @@ child's stdin/stdout, plain bytes and JSON.
 
     b"L" + JSON {"directory", "max_length", "threads", "sha256" (announced, or null)}
         -> b"O" + JSON {"version", "event_types", "item_ids"}  |  b"E" + why it was refused
-    b"S" + version + encoded prefixes + texts  ->  b"R" + shape + arrays  |  b"E" + why it failed
+    b"S" + version + encoded prefixes + texts  ->  b"R" + shape + arrays + new item ids
+                                                |  b"E" + why it failed
+    b"C" + JSON {"put": [[item_id, text], ...], "remove": [item_id, ...], "limit"}
+        -> b"O" + JSON {"items": catalog items kept}
 
 A score request's texts are sparse (most events carry none): a count, then (row, UTF-8 text)
 for each row that has one; its reply's ``sentiment`` array is NaN on the other rows.
@@ -98,8 +101,18 @@ def encode_outputs(outputs: dict[str, np.ndarray]) -> bytes:
                 np.ascontiguousarray(outputs[name], dtype=np.float32).tobytes()
                 for name in ("top_scores", "risk", "surprise", "sentiment")
             ),
+            _strings(list(outputs.get("new_item_ids", ()))),
         ]
     )
+
+
+def _strings(values: list[str]) -> bytes:
+    """A count, then each string's length and UTF-8 bytes."""
+    parts = [_COUNT.pack(len(values))]
+    for value in values:
+        raw = value.encode()
+        parts += (_COUNT.pack(len(raw)), raw)
+    return b"".join(parts)
 
 
 def decode_outputs(payload: bytes) -> dict[str, np.ndarray]:
@@ -112,7 +125,7 @@ def decode_outputs(payload: bytes) -> dict[str, np.ndarray]:
         offset += array.nbytes
         return array.reshape(shape)
 
-    return {
+    outputs: dict = {
         "next_action": take(np.float32, batch, classes),
         "top_items": take(np.int64, batch, k),
         "top_scores": take(np.float32, batch, k),
@@ -120,3 +133,13 @@ def decode_outputs(payload: bytes) -> dict[str, np.ndarray]:
         "surprise": take(np.float32, batch),
         "sentiment": take(np.float32, batch),
     }
+    (count,) = _COUNT.unpack_from(payload, offset)
+    offset += _COUNT.size
+    names = []
+    for _ in range(count):
+        (size,) = _COUNT.unpack_from(payload, offset)
+        offset += _COUNT.size
+        names.append(payload[offset : offset + size].decode())
+        offset += size
+    outputs["new_item_ids"] = names
+    return outputs

@@ -56,7 +56,7 @@ def test_unseen_items_are_ranked_by_text(net) -> None:
 def test_serving_outputs(net) -> None:
     serving = ServingModel(net, torch.linspace(0, 20, 101)).eval()
     b = _inputs([[3], [3, 4, 5]], [[1], [1, 2, 3]], [[0], [0, 5, 9]])
-    nxt, top, scores, risk, surprise = serving(b["item_ids"], b["event_types"], b["time_gaps"])
+    nxt, top, scores, risk, surprise, *_ = serving(b["item_ids"], b["event_types"], b["time_gaps"])
     assert nxt.shape == (2, 12) and torch.allclose(nxt.sum(-1), torch.ones(2))
     assert top.shape == (2, 10) and bool((top >= 3).all())  # reserved slots never recommended
     assert bool((scores[:, :-1] >= scores[:, 1:]).all())

@@ -47,6 +47,13 @@ def test_train_cli_on_movielens_slice(tmp_path: Path) -> None:
     assert set(report["baselines"]) == {"most_popular", "markov"}
     cold = report["cold_start"]
     assert cold["users"] > 0 and "ndcg@10" in cold["text_baseline"]
+    # the hidden items' vectors computed as the worker computes a catalog item's: same metrics
+    served = cold["through_catalog"]
+    assert served["items"] > 0 and served["max_abs_diff"] < 1e-3
+    for metric in ("hr@10", "ndcg@10"):
+        assert abs(served[metric] - cold[metric]) <= 1e-3, (metric, served, cold)
+    manifest = registry.manifest(reg, version)
+    assert manifest["text_encoder"]["parity_max_abs_diff"] < 1e-3
     assert report["seed"] == 1 and report["train_seconds"] > 0
     assert report["gate"]["promoted"] is True
     assert (reg / version / "report.png").stat().st_size > 1000

@@ -1,0 +1,86 @@
+"""Catalog items ranked beside the model's own: the merged top-k is exactly the top-k of one
+softmax over both sets of items."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workers.scoring import wire
+from workers.scoring.child import update_catalog
+from workers.scoring.new_items import NewItems
+from workers.scoring.scorer import scores_from
+
+
+def _graph_outputs(user: np.ndarray, table: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """What the exported graph returns for these user vectors over its own ``table``."""
+    logits = user @ table.T
+    lse = np.log(np.exp(logits).sum(axis=1))
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return {
+        "top_items": top.astype(np.int64),
+        "top_scores": np.exp(np.take_along_axis(logits, top, axis=1) - lse[:, None]).astype(
+            np.float32
+        ),
+        "user_vector": user.astype(np.float32),
+        "log_normaliser": lse.astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("n_new", [1, 3, 40])
+def test_merge_equals_one_softmax_over_both_catalogs(n_new: int) -> None:
+    rng = np.random.default_rng(n_new)
+    users, base, extra = (
+        rng.normal(size=(16, 8)),
+        rng.normal(size=(50, 8)),
+        rng.normal(size=(n_new, 8)),
+    )
+    k = 5
+    outputs = _graph_outputs(users, base, k)
+    new = NewItems()
+    ids = [f"new{j}" for j in range(n_new)]
+    new.put(ids, extra)
+    names = new.merge(outputs)
+
+    everything = np.concatenate([base, extra])
+    logits = users @ everything.T
+    probs = np.exp(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
+    expected = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    got = [
+        [i if i >= 0 else 50 + ids.index(names[-i - 1]) for i in row]
+        for row in outputs["top_items"].tolist()
+    ]
+    assert got == expected.tolist()
+    np.testing.assert_allclose(
+        outputs["top_scores"], np.take_along_axis(probs, expected, axis=1), rtol=1e-4
+    )
+
+
+def test_new_item_ids_cross_the_wire_and_are_named() -> None:
+    rng = np.random.default_rng(0)
+    outputs = _graph_outputs(rng.normal(size=(2, 4)), rng.normal(size=(6, 4)), 3)
+    new = NewItems()
+    new.put(["fresh"], 10 * outputs["user_vector"][:1])  # the first user's favourite by far
+    outputs["new_item_ids"] = np.array(new.merge(outputs), dtype=object)
+    outputs.update(
+        next_action=np.zeros((2, 2), np.float32),
+        risk=np.zeros(2, np.float32),
+        surprise=np.zeros(2, np.float32),
+        sentiment=np.full(2, np.nan, np.float32),
+    )
+    decoded = wire.decode_outputs(wire.encode_outputs(outputs))
+    scores = scores_from(decoded, [f"i{j}" for j in range(6)])
+    assert scores.top_items[0][0] == "fresh"
+    assert all(item.startswith("i") or item == "fresh" for row in scores.top_items for item in row)
+
+
+def test_catalog_updates_put_remove_and_evict_the_oldest() -> None:
+    from collections import OrderedDict
+
+    catalog: OrderedDict[str, str] = OrderedDict()
+    put, removed = update_catalog(catalog, {"put": [["a", "x"], ["b", "y"]], "limit": 3})
+    assert [i for i, _ in put] == ["a", "b"] and removed == []
+    _, removed = update_catalog(catalog, {"put": [["c", "z"], ["a", "x2"]], "limit": 3})
+    assert removed == [] and list(catalog) == ["b", "c", "a"]  # re-published: newest again
+    _, removed = update_catalog(catalog, {"put": [["d", "w"]], "remove": ["c"], "limit": 2})
+    assert removed == ["c", "b"] and list(catalog) == ["a", "d"]
