@@ -282,13 +282,17 @@ def export_sentiment(net: SentimentNet, path: Path, dev: Labelled, max_tokens: i
         fp32.write_bytes(buffer.getvalue())
         # Per-channel int8 on the matrix products only: per-tensor scales, or quantised
         # embedding tables, cost 0.5-1.4 points of dev accuracy; this costs about 0.2.
-        quantize_dynamic(
-            str(fp32),
-            str(path),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul"],
-        )
+        logging.disable(logging.INFO)  # the quantiser logs a line per tensor it leaves alone
+        try:
+            quantize_dynamic(
+                str(fp32),
+                str(path),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul"],
+            )
+        finally:
+            logging.disable(logging.NOTSET)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     served_model = SentimentModel(session, load_tokenizer(tokenizer_path(), max_tokens), "")
     texts, labels = [t for t, _ in dev], np.array([y for _, y in dev])

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         Path("../shared/data/ml-100k"),
         description="A MovieLens-100K copy for the demo (never inside the repo; optional).",
     )
+    sst2_path: Path = Field(
+        Path("../shared/data/sst2"),
+        description="Labelled sentences (train.tsv, dev.tsv) the demo's first model fine-tunes "
+        "its sentiment model on (never inside the repo; optional: without them the demo's "
+        "model has none and sentiment falls back to the lexicon).",
+    )
 
     # --- Worker ------------------------------------------------------------------------------
     app_id: str = Field("foresight", description="Faust app id = Kafka consumer group.")

@@ -9,7 +9,7 @@ from pathlib import Path
 from models import registry
 from schemas.settings import Settings
 from tests.conftest import _free_port_pair
-from tests.support.helpers import synthetic_history, tiny_config
+from tests.support.helpers import labelled_sentences, synthetic_history, tiny_config
 from workers.tools.bench import run_bench
 from workers.tools.bench_report import markdown, plot_latency
 from workers.tools.demo import run_demo
@@ -31,10 +31,22 @@ def _children_of(pid: int) -> list[int]:
 def test_demo_runs_end_to_end_and_stops_what_it_started(settings: Settings, tmp_path: Path) -> None:
     s = settings.model_copy(update={"metrics_port": _free_port_pair()})
     before = set(_children_of(os.getpid()))
+    sentences = labelled_sentences(tmp_path / "sentences")
     result = run_demo(
-        s, events=1_500, rate=1_000, ml100k=None, epochs=2, live=False, workdir=tmp_path
+        s,
+        events=1_500,
+        rate=1_000,
+        ml100k=None,
+        epochs=2,
+        live=False,
+        workdir=tmp_path,
+        text=(sentences, 240),
     )
-    assert registry.current(s.registry) is not None  # it trained a first model
+    current = registry.current(s.registry)
+    assert current is not None  # it trained a first model, with a sentiment model
+    assert "sentiment" in registry.manifest(s.registry, current)
+    reviews = result["review_sentiment"]
+    assert reviews["rated 4-5"]["texts"] > 0 and reviews["rated 1-2"]["texts"] > 0
     assert result["events_scored"] == 1_500
     assert result["alerts"] > 0 and result["fraud_users"] > 0
     assert result["trends"] >= 0 and result["latency_ms"]["p50"] > 0
@@ -48,7 +60,9 @@ def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
         synthetic_history(), settings.registry, tiny_config(), cold_start_share=None
     )
     registry.mark_current(settings.registry, version)
-    result = asyncio.run(run_bench(settings, 600, tmp_path, naive_events=200, latency_seconds=1.0))
+    result = asyncio.run(
+        run_bench(settings, 600, tmp_path, naive_events=200, latency_seconds=1.0, text_share=0.05)
+    )
     assert result["raw"]["events_per_s"] > 0
     assert result["pipeline"]["events_per_s"] > 0
     assert set(result["pipeline"]["latency_ms"]) == {"p50", "p95", "p99"}
@@ -62,5 +76,10 @@ def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
     assert sum(r["events"] for r in by_second) == result["pipeline"]["latency_events"]
     assert all(r["p50"] <= r["p99"] <= r["max"] for r in by_second)
     assert "Latency run by second: worst p99" in markdown(result)
+    text = result["text"]
+    assert text["text_share"] == 0.05 and text["events_per_s_ratio"] > 0
+    for label in ("without_text", "with_text"):
+        assert text[label]["events"] == 600 and text[label]["latency_ms"]["p99"] > 0
+    assert "| with text |" in markdown(result)
     plot_latency(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -206,11 +206,19 @@ def _ensure_local_broker(s: Settings):
     show_default=True,
     help="Epochs for the quick first model when the registry is empty.",
 )
+@click.option(
+    "--sentiment-sentences",
+    type=int,
+    default=16_000,
+    show_default=True,
+    help="Labelled sentences the quick first model's sentiment model is fine-tuned on (about "
+    "3 minutes here; `foresight train --sentiment` uses all of them).",
+)
 @click.option("--live/--no-live", default=True, show_default=True, help="Live terminal view.")
 @click.option(
     "--workdir", type=click.Path(path_type=Path), default=Path(".foresight/demo"), show_default=True
 )
-def demo(n, rate, epochs, live, workdir) -> None:
+def demo(n, rate, epochs, sentiment_sentences, live, workdir) -> None:
     """The main job end to end: broker, topics, model, worker, live traffic, summary."""
     import orjson
 
@@ -219,7 +227,10 @@ def demo(n, rate, epochs, live, workdir) -> None:
     s = settings_or_exit()
     ml = s.ml100k_path if (s.ml100k_path / "u.data").exists() else None
     click.echo(f"==> MovieLens-100K: {ml or 'not found (synthetic traffic only)'}")
-    result = run_demo(s, n, rate, ml, epochs, live, workdir)
+    sst2 = s.sst2_path if (s.sst2_path / "train.tsv").exists() else None
+    click.echo(f"==> labelled sentences: {sst2 or 'not found (lexicon sentiment)'}")
+    text = (sst2, sentiment_sentences) if sst2 else None
+    result = run_demo(s, n, rate, ml, epochs, live, workdir, text)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "summary.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     click.echo("\nsummary")

@@ -10,139 +10,26 @@ started is stopped at the end, also on Ctrl-C.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-import urllib.request
 import uuid
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import orjson
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
-from rich.panel import Panel
-from rich.table import Table
 
 from models import registry
-from schemas.kafka_security import topic_reader
 from schemas.settings import Settings
 from workers.kafka.topics import create_topics
+from workers.tools.demo_view import DemoState, view, watch
 from workers.tools.generator import Generator
 from workers.tools.local_broker import ensure_running
 from workers.tools.produce import movielens_events, produce
-from workers.tools.worker_processes import ChildProcess, WorkerProcess
+from workers.tools.worker_processes import WorkerProcess
 
 console = Console()
-
-
-@dataclass
-class DemoState:
-    """What the live view shows, updated from the output topics."""
-
-    started: float = field(default_factory=time.monotonic)
-    predicted: set = field(default_factory=set)
-    latencies: deque = field(default_factory=lambda: deque(maxlen=2000))
-    recent: deque = field(default_factory=lambda: deque(maxlen=6))
-    alerts: list = field(default_factory=list)
-    trends: dict = field(default_factory=dict)
-    window: deque = field(default_factory=lambda: deque(maxlen=50))
-    batch_mean: float = 0.0
-
-    def rate(self) -> float:
-        if len(self.window) < 2:
-            return 0.0
-        (t0, n0), (t1, n1) = self.window[0], self.window[-1]
-        return (n1 - n0) / max(t1 - t0, 1e-6)
-
-
-def _view(state: DemoState, total: int) -> Group:
-    lat = np.array(state.latencies) if state.latencies else np.zeros(1)
-    head = Table.grid(padding=(0, 3))
-    head.add_row(
-        f"[b]{len(state.predicted):,}[/b]/{total:,} scored",
-        f"[b]{state.rate():,.0f}[/b] ev/s",
-        f"p50 [b]{np.percentile(lat, 50):.0f}[/b] ms",
-        f"p99 [b]{np.percentile(lat, 99):.0f}[/b] ms",
-        f"batch [b]{state.batch_mean:.0f}[/b]",
-        f"alerts [b]{len(state.alerts)}[/b]",
-    )
-    preds = Table("user", "event", "next action", "top item", "risk", "surprise", expand=True)
-    for p in list(state.recent):
-        action = max(p["next_action"], key=p["next_action"].get)
-        top = p["top_items"][0]["item_id"] if p["top_items"] else "-"
-        preds.add_row(
-            p["user_id"], p["event_id"], action, top, f"{p['risk']:.2f}", f"{p['surprise']:.2f}"
-        )
-    alerts = Table("user", "kind", "score", "why (latest events)", expand=True)
-    for a in state.alerts[-5:]:
-        why = ", ".join(r["type"] for r in a["reasons"][-4:])
-        alerts.add_row(a["user_id"], a["kind"], f"{a['score']:.2f}", why)
-    trending = Table("item", "volume", "z", "sentiment", expand=True)
-    top = sorted(
-        (t for t in state.trends.values() if t["key"].startswith("item:")),
-        key=lambda t: (t["volume"], t["zscore"]),
-        reverse=True,
-    )[:5]
-    for t in top:
-        s = t["sentiment_mean"]
-        trending.add_row(
-            t["key"][5:], str(t["volume"]), f"{t['zscore']:+.1f}", "-" if s is None else f"{s:+.2f}"
-        )
-    return Group(
-        Panel(head, title="Foresight live"),
-        Panel(preds, title="predictions"),
-        Panel(alerts, title="alerts"),
-        Panel(trending, title="trending items"),
-    )
-
-
-def _batch_mean(port: int) -> float | None:
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read()
-    except OSError:
-        return None
-    s = re.search(rb"^foresight_batch_size_sum (\S+)$", text, re.M)
-    c = re.search(rb"^foresight_batch_size_count (\S+)$", text, re.M)
-    return float(s.group(1)) / float(c.group(1)) if s and c and float(c.group(1)) else None
-
-
-async def watch(
-    settings: Settings,
-    state: DemoState,
-    total: int,
-    worker: ChildProcess,
-    live: Live | None,
-    timeout: float,
-) -> None:
-    topics = [settings.topic(t) for t in ("predictions", "alerts", "trends")]
-    consumer = topic_reader(settings, *topics)
-    await consumer.start()
-    deadline = time.monotonic() + timeout
-    try:
-        while len(state.predicted) < total and time.monotonic() < deadline:
-            if not worker.alive():
-                raise RuntimeError(f"worker stopped:\n{worker.tail()}")
-            batch = await consumer.getmany(timeout_ms=250)
-            for tp, records in batch.items():
-                for r in records:
-                    value = orjson.loads(r.value)
-                    if tp.topic == topics[0]:
-                        state.predicted.add(value["event_id"])
-                        state.latencies.append(value["latency_ms"])
-                        state.recent.append(value)
-                    elif tp.topic == topics[1]:
-                        state.alerts.append(value)
-                    else:
-                        state.trends[value["key"]] = value
-            state.window.append((time.monotonic(), len(state.predicted)))
-            mean = _batch_mean(settings.metrics_port)
-            state.batch_mean = mean if mean is not None else state.batch_mean
-            if live is not None:
-                live.update(_view(state, total))
-    finally:
-        await consumer.stop()
 
 
 def traffic(n: int, ml100k: Path | None, seed: int) -> tuple[list[dict], dict[str, str]]:
@@ -159,11 +46,20 @@ def traffic(n: int, ml100k: Path | None, seed: int) -> tuple[list[dict], dict[st
     return events, fraud_users
 
 
-def quick_model(settings: Settings, ml100k: Path | None, epochs: int, workdir: Path) -> str:
-    """Train a first model on synthetic history (+ MovieLens when available) and promote it."""
+def quick_model(
+    settings: Settings,
+    ml100k: Path | None,
+    epochs: int,
+    workdir: Path,
+    text: tuple[Path, int] | None = None,
+) -> str:
+    """Train a first model on synthetic history (+ MovieLens when available) and promote it;
+    with ``text`` (labelled sentences, how many to use), with a sentiment model too."""
     from models.data import load_event_file
     from models.network import NetworkConfig
     from models.pipeline import refresh_once
+    from models.sentiment import SentimentConfig
+    from models.sentiment_artifact import SentimentSource
     from models.train import TrainConfig
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +79,10 @@ def quick_model(settings: Settings, ml100k: Path | None, epochs: int, workdir: P
         max_len=settings.max_sequence_length,
         network=NetworkConfig(max_positions=64, top_k=settings.top_k),
     )
-    out = refresh_once(history, settings.registry, cfg, None, None, True)
+    sentiment = None
+    if text is not None:
+        sentiment = SentimentSource(text[0], SentimentConfig(limit=text[1]))
+    out = refresh_once(history, settings.registry, cfg, None, None, True, sentiment)
     return out["version"]
 
 
@@ -206,10 +105,15 @@ def summary(state: DemoState, fraud_users: dict[str, str], seconds: float) -> di
         "alert_recall": round(tp / len(fraud_users), 3) if fraud_users else None,
         "caught_by_pattern": dict(caught),
         "trends": len(state.trends),
+        # the language model's sentiment of the replayed reviews, by the rating they came with
+        "review_sentiment": {
+            group: {"texts": len(v), "mean": round(float(np.mean(v)), 3) if v else None}
+            for group, v in state.by_rating.items()
+        },
     }
 
 
-def _prepare(settings: Settings, ml100k: Path | None, epochs: int, workdir: Path) -> Settings:
+def _prepare(settings: Settings, ml100k: Path | None, epochs: int, workdir: Path, text) -> Settings:
     """Fresh topics for this run (the settings it runs with), and a model if there is none."""
     run = settings.model_copy(
         update={
@@ -221,7 +125,7 @@ def _prepare(settings: Settings, ml100k: Path | None, epochs: int, workdir: Path
     asyncio.run(create_topics(run))
     if registry.current(settings.registry) is None:
         console.print("[b]==> no model yet: training a quick one (progress below)[/b]")
-        version = quick_model(settings, ml100k, epochs, workdir / "train")
+        version = quick_model(settings, ml100k, epochs, workdir / "train", text)
         console.print(f"==> model {version} promoted")
     return run
 
@@ -234,12 +138,13 @@ def run_demo(
     epochs: int,
     live: bool,
     workdir: Path,
+    text: tuple[Path, int] | None = None,
 ) -> dict:
     """Run the demo end to end; returns the summary. Stops all it started."""
     started_broker = ensure_running(settings)
     worker: WorkerProcess | None = None
     try:
-        run = _prepare(settings, ml100k, epochs, workdir)
+        run = _prepare(settings, ml100k, epochs, workdir, text)
         traffic_events, fraud_users = traffic(events, ml100k, seed=11)
         worker = WorkerProcess(run, workdir / "demo-worker.log", loglevel="warning")
         worker.start()
@@ -248,6 +153,9 @@ def run_demo(
             f"at {rate:,.0f}/s ({len(fraud_users)} users follow fraud patterns)"
         )
         state = DemoState()
+        state.texts = {
+            e["event_id"]: (e["text"], e.get("rating")) for e in traffic_events if e.get("text")
+        }
 
         async def feed() -> None:
             """A few events first; the paced stream starts once the worker answers them, so
@@ -264,9 +172,9 @@ def run_demo(
             try:
                 if live:
                     with Live(
-                        _view(state, len(traffic_events)), console=console, refresh_per_second=4
-                    ) as view:
-                        await watch(run, state, len(traffic_events), worker, view, 600)
+                        view(state, len(traffic_events)), console=console, refresh_per_second=4
+                    ) as screen:
+                        await watch(run, state, len(traffic_events), worker, screen, 600)
                 else:
                     await watch(run, state, len(traffic_events), worker, None, 600)
                 await feeding
