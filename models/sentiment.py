@@ -282,7 +282,7 @@ def export_sentiment(net: SentimentNet, path: Path, dev: Labelled, max_tokens: i
         fp32.write_bytes(buffer.getvalue())
         # Per-channel int8 on the matrix products only: per-tensor scales, or quantised
         # embedding tables, cost 0.5-1.4 points of dev accuracy; this costs about 0.2.
-        logging.disable(logging.INFO)  # the quantiser logs a line per tensor it leaves alone
+        logging.disable(logging.WARNING)  # the quantiser logs a line per tensor it leaves alone
         try:
             quantize_dynamic(
                 str(fp32),

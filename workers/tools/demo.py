@@ -10,6 +10,7 @@ started is stopped at the end, also on Ctrl-C.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections import Counter
@@ -63,6 +64,10 @@ def quick_model(
     from models.train import TrainConfig
 
     workdir.mkdir(parents=True, exist_ok=True)
+    trainer_log = logging.getLogger("models")
+    if not trainer_log.handlers:  # the sentiment fit takes minutes: show its progress lines
+        trainer_log.addHandler(logging.StreamHandler())
+        trainer_log.setLevel(logging.INFO)
     history_file, labels_file = workdir / "history.jsonl", workdir / "labels.jsonl"
     pairs = list(Generator(seed=1, fraud_rate=0.05).events(40_000))
     with open(history_file, "wb") as fh, open(labels_file, "wb") as lf:
