@@ -26,26 +26,32 @@ class ExportError(RuntimeError):
     """The exported graph disagrees with torch or is not a single self-contained file."""
 
 
-def export_onnx(net: SequenceTransformer, quantiles: np.ndarray, path: Path) -> ServingModel:
-    """Write ``model.onnx`` for ``net``; returns the torch serving module for the parity check."""
-    serving = ServingModel(net, torch.from_numpy(np.asarray(quantiles, dtype=np.float32))).eval()
-    example = tuple(torch.zeros((2, 4), dtype=torch.int64) + k for k in (N_RESERVED_ITEMS, 1, 0))
-    dynamic = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
-    dynamic.update({name: {0: "batch"} for name in OUTPUTS})
+def onnx_bytes(module, example: tuple, inputs: dict, outputs: dict, second_axis: str) -> bytes:
+    """``module`` as one self-contained ONNX file (opset ``OPSET``): every input dynamic in its
+    batch and its ``second_axis`` (sequence or tokens), every output in its batch."""
+    dynamic = {name: {0: "batch", 1: second_axis} for name in inputs}
+    dynamic.update({name: {0: "batch"} for name in outputs})
     buffer = io.BytesIO()
     with torch.inference_mode():
         torch.onnx.export(
-            serving,
+            module,
             example,
             buffer,  # type: ignore[arg-type]  # file-like objects are accepted too
-            input_names=list(INPUTS),
-            output_names=list(OUTPUTS),
+            input_names=list(inputs),
+            output_names=list(outputs),
             dynamic_axes=dynamic,
             opset_version=OPSET,
             dynamo=False,
             do_constant_folding=True,
         )
-    path.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def export_onnx(net: SequenceTransformer, quantiles: np.ndarray, path: Path) -> ServingModel:
+    """Write ``model.onnx`` for ``net``; returns the torch serving module for the parity check."""
+    serving = ServingModel(net, torch.from_numpy(np.asarray(quantiles, dtype=np.float32))).eval()
+    example = tuple(torch.zeros((2, 4), dtype=torch.int64) + k for k in (N_RESERVED_ITEMS, 1, 0))
+    path.write_bytes(onnx_bytes(serving, example, INPUTS, OUTPUTS, "sequence"))
     return serving
 
 

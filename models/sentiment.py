@@ -252,34 +252,19 @@ def fit_sentiment(
 def export_sentiment(net: SentimentNet, path: Path, dev: Labelled, max_tokens: int) -> dict:
     """Write ``sentiment.onnx`` (int8 dynamic quantisation of the fine-tuned network) and
     check it: its dev accuracy beside the torch network's, and how far its scores move."""
-    import io
     import tempfile
 
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from models.export import OPSET
+    from models.export import onnx_bytes
 
     serving = SentimentServing(net).eval()
     example = (torch.ones((2, 8), dtype=torch.int64), torch.ones((2, 8), dtype=torch.int64))
-    axes = {name: {0: "batch", 1: "tokens"} for name in SENTIMENT_INPUTS}
-    axes.update({name: {0: "batch"} for name in SENTIMENT_OUTPUTS})
-    buffer = io.BytesIO()
-    with torch.inference_mode():
-        torch.onnx.export(
-            serving,
-            example,
-            buffer,  # type: ignore[arg-type]  # file-like objects are accepted too
-            input_names=list(SENTIMENT_INPUTS),
-            output_names=list(SENTIMENT_OUTPUTS),
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            dynamo=False,
-            do_constant_folding=True,
-        )
+    graph = onnx_bytes(serving, example, SENTIMENT_INPUTS, SENTIMENT_OUTPUTS, "tokens")
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        fp32.write_bytes(buffer.getvalue())
+        fp32.write_bytes(graph)
         # Per-channel int8 on the matrix products only: per-tensor scales, or quantised
         # embedding tables, cost 0.5-1.4 points of dev accuracy; this costs about 0.2.
         logging.disable(logging.WARNING)  # the quantiser logs a line per tensor it leaves alone

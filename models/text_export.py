@@ -9,7 +9,6 @@ cold-start run's catalog-path metrics in the training report).
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 
 from models.contract import TEXT_ENCODER_INPUTS, TEXT_ENCODER_OUTPUTS
-from models.export import OPSET, PARITY_TOLERANCE, ExportError
+from models.export import PARITY_TOLERANCE, ExportError, onnx_bytes
 from models.network import SequenceTransformer
 from models.text import Whitening, model_dir
 
@@ -52,22 +51,8 @@ def export_text_encoder(net: SequenceTransformer, whitening: Whitening, path: Pa
     """Write ``text_encoder.onnx`` for ``net`` (its projection) and ``whitening``."""
     serving = TextEncoderServing(net, whitening).eval()
     example = (torch.ones((2, 8), dtype=torch.int64), torch.ones((2, 8), dtype=torch.int64))
-    axes = {name: {0: "batch", 1: "tokens"} for name in TEXT_ENCODER_INPUTS}
-    axes.update({name: {0: "batch"} for name in TEXT_ENCODER_OUTPUTS})
-    buffer = io.BytesIO()
-    with torch.inference_mode():
-        torch.onnx.export(
-            serving,
-            example,
-            buffer,  # type: ignore[arg-type]  # file-like objects are accepted too
-            input_names=list(TEXT_ENCODER_INPUTS),
-            output_names=list(TEXT_ENCODER_OUTPUTS),
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            dynamo=False,
-            do_constant_folding=True,
-        )
-    path.write_bytes(buffer.getvalue())
+    inputs, outputs = TEXT_ENCODER_INPUTS, TEXT_ENCODER_OUTPUTS
+    path.write_bytes(onnx_bytes(serving, example, inputs, outputs, "tokens"))
 
 
 def encode_with_graph(path: Path, tokenizer_file: Path, texts: list[str]) -> dict[str, np.ndarray]:

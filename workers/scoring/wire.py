@@ -54,9 +54,7 @@ def encode_prefixes(version: str, prefixes: list[bytes], texts: list[str | None]
     """A score request: the model version, each prefix in the table's encoding, and the text
     of each row that has one (its scored event's review or search text)."""
     name = version.encode()
-    parts = [b"S", struct.pack("<H", len(name)), name, _COUNT.pack(len(prefixes))]
-    for blob in prefixes:
-        parts += (_COUNT.pack(len(blob)), blob)
+    parts = [b"S", struct.pack("<H", len(name)), name, _write_parts(prefixes)]
     with_text = [(row, text.encode()) for row, text in enumerate(texts) if text]
     parts.append(_COUNT.pack(len(with_text)))
     for row, raw in with_text:
@@ -64,19 +62,25 @@ def encode_prefixes(version: str, prefixes: list[bytes], texts: list[str | None]
     return b"".join(parts)
 
 
+def _read_parts(payload: bytes, offset: int) -> tuple[list[bytes], int]:
+    """A count, then that many length-prefixed parts, from ``offset``; (parts, next offset)."""
+    (count,) = _COUNT.unpack_from(payload, offset)
+    offset += _COUNT.size
+    parts = []
+    for _ in range(count):
+        (size,) = _COUNT.unpack_from(payload, offset)
+        offset += _COUNT.size
+        parts.append(payload[offset : offset + size])
+        offset += size
+    return parts, offset
+
+
 def decode_prefixes(payload: bytes) -> tuple[str, list[bytes], dict[int, str]]:
     """(version, prefixes, row → text)."""
     (n_name,) = struct.unpack_from("<H", payload, 1)
     offset = 3 + n_name
     version = payload[3:offset].decode()
-    (count,) = _COUNT.unpack_from(payload, offset)
-    offset += _COUNT.size
-    blobs = []
-    for _ in range(count):
-        (size,) = _COUNT.unpack_from(payload, offset)
-        offset += _COUNT.size
-        blobs.append(payload[offset : offset + size])
-        offset += size
+    blobs, offset = _read_parts(payload, offset)
     (n_texts,) = _COUNT.unpack_from(payload, offset)
     offset += _COUNT.size
     texts = {}
@@ -101,17 +105,16 @@ def encode_outputs(outputs: dict[str, np.ndarray]) -> bytes:
                 np.ascontiguousarray(outputs[name], dtype=np.float32).tobytes()
                 for name in ("top_scores", "risk", "surprise", "sentiment")
             ),
-            _strings(list(outputs.get("new_item_ids", ()))),
+            _write_parts([name.encode() for name in outputs.get("new_item_ids", ())]),
         ]
     )
 
 
-def _strings(values: list[str]) -> bytes:
-    """A count, then each string's length and UTF-8 bytes."""
+def _write_parts(values: list[bytes]) -> bytes:
+    """A count, then each part's length and bytes (what ``_read_parts`` reads)."""
     parts = [_COUNT.pack(len(values))]
     for value in values:
-        raw = value.encode()
-        parts += (_COUNT.pack(len(raw)), raw)
+        parts += (_COUNT.pack(len(value)), value)
     return b"".join(parts)
 
 
@@ -133,13 +136,6 @@ def decode_outputs(payload: bytes) -> dict[str, np.ndarray]:
         "surprise": take(np.float32, batch),
         "sentiment": take(np.float32, batch),
     }
-    (count,) = _COUNT.unpack_from(payload, offset)
-    offset += _COUNT.size
-    names = []
-    for _ in range(count):
-        (size,) = _COUNT.unpack_from(payload, offset)
-        offset += _COUNT.size
-        names.append(payload[offset : offset + size].decode())
-        offset += size
-    outputs["new_item_ids"] = names
+    names, offset = _read_parts(payload, offset)
+    outputs["new_item_ids"] = [name.decode() for name in names]
     return outputs
