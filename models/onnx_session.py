@@ -77,3 +77,14 @@ def session_for(path: Path, threads: int | None):
         if session.get_providers()[0] == provider:
             return session, provider
     raise ModelRefused("onnxruntime could not create a session on any provider")
+
+
+def checked_session(path: Path, inputs: dict, outputs: dict, threads: int | None):
+    """(session, provider) for a graph that passes :func:`check_graph` and whose signature is
+    exactly ``inputs`` and ``outputs`` (name → (ONNX type, rank)); else ModelRefused."""
+    check_graph(path)
+    session, provider = session_for(path, threads)
+    got_in, got_out = signature(session.get_inputs()), signature(session.get_outputs())
+    if got_in != inputs or got_out != outputs:
+        raise ModelRefused(f"{path.name} signature mismatch: inputs {got_in}, outputs {got_out}")
+    return session, provider

@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 
 from models.contract import INPUTS, N_RESERVED_ITEMS, OUTPUTS, sha256_of
-from models.onnx_session import ModelRefused, check_graph, session_for, signature
+from models.onnx_session import ModelRefused, checked_session
 from models.text_runtime import SentimentModel, TextEncoder, load_sentiment, load_text_encoder
 from models.vocab import Vocab
 
@@ -88,15 +88,11 @@ def load_artifact(directory: Path, threads: int | None = None) -> LoadedModel:
         raise ModelRefused(f"sha256 mismatch: manifest {manifest.get('sha256')}, file {actual}")
     if vocab.hashes() != manifest.get("vocab_hashes"):
         raise ModelRefused("vocab.json does not match the manifest's vocabulary hashes")
-    check_graph(model_path)
     for key, expected in (("inputs", INPUTS), ("outputs", OUTPUTS)):
         declared = {x["name"]: (x["type"], len(x["shape"])) for x in manifest.get(key, [])}
         if declared != expected:
             raise ModelRefused(f"manifest {key} {declared} differ from the contract {expected}")
-    session, provider = session_for(model_path, threads)
-    got_in, got_out = signature(session.get_inputs()), signature(session.get_outputs())
-    if got_in != INPUTS or got_out != OUTPUTS:
-        raise ModelRefused(f"signature mismatch: inputs {got_in}, outputs {got_out}")
+    session, provider = checked_session(model_path, INPUTS, OUTPUTS, threads)
     loaded = LoadedModel(manifest["version"], directory, manifest, vocab, session, provider)
     try:
         outputs = loaded.run(golden_batch(vocab))

@@ -25,7 +25,7 @@ from torch import nn
 
 from models.contract import SENTIMENT_INPUTS, SENTIMENT_OUTPUTS
 from models.text import TEXT_DIM, model_dir
-from models.text_runtime import SentimentModel, load_tokenizer
+from models.text_runtime import SentimentModel, load_tokenizer, token_arrays
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +83,6 @@ def tokenizer_path() -> Path:
 def tokenizer(max_tokens: int):
     """The tokenizer the trainer uses, configured exactly as the worker configures it."""
     return load_tokenizer(tokenizer_path(), max_tokens)
-
-
-def encode(tok, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(input_ids, attention_mask) int64 [n, longest], padded on the right."""
-    batch = tok.encode_batch(texts)
-    ids = np.array([e.ids for e in batch], dtype=np.int64)
-    mask = np.array([e.attention_mask for e in batch], dtype=np.int64)
-    return ids, mask
 
 
 class SentimentNet(nn.Module):
@@ -151,7 +143,7 @@ def positive_probability(net: SentimentNet, tok, texts: list[str], batch: int = 
     net.eval()
     out = []
     for start in range(0, len(texts), batch):
-        ids, mask = encode(tok, texts[start : start + batch])
+        ids, mask = token_arrays(tok, texts[start : start + batch])
         out.append(torch.sigmoid(net(torch.from_numpy(ids), torch.from_numpy(mask))).numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
@@ -218,7 +210,7 @@ def fit_sentiment(
     for _ in range(cfg.epochs):
         for batch in _batches(train, cfg.batch_size, rng):
             net.train()
-            ids, mask = encode(tok, [t for t, _ in batch])
+            ids, mask = token_arrays(tok, [t for t, _ in batch])
             target = torch.tensor([float(y) for _, y in batch])
             logit = net(torch.from_numpy(ids), torch.from_numpy(mask))
             loss = nn.functional.binary_cross_entropy_with_logits(logit, target)

@@ -23,7 +23,7 @@ from models.contract import (
     TEXT_ENCODER_OUTPUTS,
     sha256_of,
 )
-from models.onnx_session import ModelRefused, check_graph, session_for, signature
+from models.onnx_session import ModelRefused, checked_session
 
 TEXT_GROUP = 16
 """Texts per onnxruntime call, grouped by length so that short texts are not padded far."""
@@ -37,6 +37,15 @@ def load_tokenizer(path: Path, max_tokens: int):
     tok.enable_truncation(max_tokens)
     tok.enable_padding(pad_id=0, pad_token="[PAD]")  # a vocabulary token
     return tok
+
+
+def token_arrays(tok, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) int64 [n, longest], padded on the right: what every text
+    graph takes, in training checks and in serving alike."""
+    batch = tok.encode_batch(texts)
+    ids = np.array([e.ids for e in batch], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in batch], dtype=np.int64)
+    return ids, mask
 
 
 @dataclass
@@ -54,11 +63,8 @@ class TextGraph:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), TEXT_GROUP):
             rows = order[start : start + TEXT_GROUP]
-            batch = self.tokenizer.encode_batch([texts[i] for i in rows])  # type: ignore[attr-defined]
-            feed = {
-                "input_ids": np.array([e.ids for e in batch], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in batch], dtype=np.int64),
-            }
+            ids, mask = token_arrays(self.tokenizer, [texts[i] for i in rows])
+            feed = {"input_ids": ids, "attention_mask": mask}
             for name, values in zip(names, session.run(names, feed), strict=True):  # type: ignore[attr-defined]
                 if name not in out:
                     out[name] = np.empty((len(texts), *values.shape[1:]), values.dtype)
@@ -93,11 +99,7 @@ def _load(directory: Path, spec: dict, name: str, inputs: dict, outputs: dict, t
         raise ModelRefused(f"{name} does not match the manifest's sha256")
     if sha256_of(tokenizer_path) != spec.get("tokenizer_sha256"):
         raise ModelRefused("tokenizer.json does not match the manifest's sha256")
-    check_graph(graph)
-    session, _ = session_for(graph, threads)
-    got_in, got_out = signature(session.get_inputs()), signature(session.get_outputs())
-    if got_in != inputs or got_out != outputs:
-        raise ModelRefused(f"{name} signature mismatch: inputs {got_in}, outputs {got_out}")
+    session, _ = checked_session(graph, inputs, outputs, threads)
     try:
         model = kind(
             session, load_tokenizer(tokenizer_path, int(spec["max_tokens"])), spec["sha256"]

@@ -15,6 +15,9 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 from schemas.kafka_security import aiokafka_kwargs
 from schemas.settings import TOPIC_BASES, Settings
 
+COMPACTED = ("models.control", "catalog")
+"""Topics whose latest record per key is the truth."""
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -29,13 +32,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic Foresight uses, with its partitions and config."""
     specs = []
     for base in TOPIC_BASES:
-        if base == "models.control":
-            specs.append(TopicSpec(settings.topic(base), 1, {"cleanup.policy": "compact"}))
-        elif base == "catalog":
-            compact = {"cleanup.policy": "compact"}
-            specs.append(TopicSpec(settings.topic(base), settings.partitions, compact))
-        else:
-            specs.append(TopicSpec(settings.topic(base), settings.partitions, {}))
+        partitions = 1 if base == "models.control" else settings.partitions
+        config = {"cleanup.policy": "compact"} if base in COMPACTED else {}
+        specs.append(TopicSpec(settings.topic(base), partitions, config))
     return specs
 
 

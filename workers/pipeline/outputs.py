@@ -96,7 +96,8 @@ class BatchRows:
         self.top_items = scores.top_items
         self.top_scores = scores.top_scores.tolist()
         self.risk, self.surprise = scores.risk.tolist(), scores.surprise.tolist()
-        self.sentiment = scores.sentiment.tolist()
+        # NaN (no text, or no opinion words for the lexicon) becomes null
+        self.sentiment = [None if v != v else v for v in scores.sentiment.tolist()]
 
 
 class OutputBuilder:
@@ -112,8 +113,6 @@ class OutputBuilder:
         key = job.slot.event.message.key
         latency_ms = max(0.0, (now - job.produced_at) * 1000.0) if job.produced_at else 0.0
         risk, surprise, sentiment = rows.risk[i], rows.surprise[i], rows.sentiment[i]
-        if sentiment != sentiment:  # NaN: no text, or no opinion words for the lexicon
-            sentiment = None
         value = prediction_value(
             r,
             rows.version,

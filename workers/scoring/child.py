@@ -22,20 +22,16 @@ import orjson
 from models.runtime import ModelRefused
 from workers.pipeline.sequence import UserSequence
 from workers.scoring import wire
+from workers.scoring.new_items import apply_catalog_request
 from workers.scoring.scorer import OnnxScorer
 
 
-def update_catalog(catalog: OrderedDict[str, str], request: dict) -> tuple[list, list[str]]:
-    """Apply one catalog request (puts, removals, the size limit); returns (the items put,
-    the ids removed or evicted as the oldest beyond the limit)."""
-    put = [(str(i), str(t)) for i, t in request.get("put", [])]
-    removed = [str(i) for i in request.get("remove", []) if catalog.pop(str(i), None) is not None]
-    for item_id, text in put:
-        catalog[item_id] = text
-        catalog.move_to_end(item_id)
-    while len(catalog) > int(request.get("limit", len(catalog))):
-        removed.append(catalog.popitem(last=False)[0])
-    return put, removed
+def update_catalog(catalog: OrderedDict[str, str], scorers, request: dict) -> None:
+    """Apply a catalog request to the kept catalog and to every loaded model's new items."""
+    put, removed = apply_catalog_request(catalog, request)
+    for scorer in scorers:
+        scorer.learn_items(put)
+        scorer.new_items.remove(removed)  # after: an item put may be evicted at once
 
 
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
@@ -70,10 +66,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 sequences = [UserSequence.from_bytes(blob).events for blob in blobs]
                 reply = wire.encode_outputs(models[version].run(sequences, texts))
             elif payload[:1] == b"C":
-                put, removed = update_catalog(catalog, orjson.loads(payload[1:]))
-                for scorer in models.values():
-                    scorer.new_items.remove(removed)
-                    scorer.learn_items(put)
+                update_catalog(catalog, models.values(), orjson.loads(payload[1:]))
                 reply = b"O" + orjson.dumps({"items": len(catalog)})
             else:
                 reply = b"E" + f"unknown request {payload[:1]!r}".encode()

@@ -11,7 +11,24 @@ the observed event's item, which the graph sees as "unknown" until the next trai
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
+
+
+def apply_catalog_request(catalog: OrderedDict[str, str], request: dict) -> tuple[list, list[str]]:
+    """Apply one catalog request (``put`` [id, text] pairs, ``remove`` ids, the size ``limit``)
+    to ``catalog`` (id → text, oldest first); returns (the items put, the ids removed or
+    evicted as the oldest beyond the limit). The scoring process and its parent, which keeps a
+    copy to replay into a restarted child, apply the same requests with this one function."""
+    put = [(str(i), str(t)) for i, t in request.get("put", [])]
+    removed = [str(i) for i in request.get("remove", []) if catalog.pop(str(i), None) is not None]
+    for item_id, text in put:
+        catalog[item_id] = text
+        catalog.move_to_end(item_id)
+    while len(catalog) > int(request.get("limit", len(catalog))):
+        removed.append(catalog.popitem(last=False)[0])
+    return put, removed
 
 
 class NewItems:

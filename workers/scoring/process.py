@@ -25,6 +25,7 @@ from prometheus_client import Histogram
 from models.runtime import ModelRefused
 from workers import metrics
 from workers.scoring import wire
+from workers.scoring.new_items import apply_catalog_request
 from workers.scoring.scorer import Scores, scores_from
 
 log = logging.getLogger(__name__)
@@ -156,20 +157,16 @@ class ScoringProcess:
         time so that batches are scored in between; returns how many items it keeps."""
         kept = len(self._catalog)
         for start in range(0, max(len(put), 1), CATALOG_CHUNK):
-            chunk = put[start : start + CATALOG_CHUNK]
-            gone = remove if start == 0 else []
-            request = {"put": chunk, "remove": gone, "limit": limit}
+            request = {
+                "put": put[start : start + CATALOG_CHUNK],
+                "remove": remove if start == 0 else [],
+                "limit": limit,
+            }
             reply = await self._ask(b"C" + orjson.dumps(request))
             if reply[:1] != b"O":
                 raise RuntimeError(f"the scoring process refused catalog items: {reply[1:]!r}")
             kept = orjson.loads(reply[1:])["items"]
-            for item_id in gone:
-                self._catalog.pop(item_id, None)
-            for item_id, text in chunk:
-                self._catalog[item_id] = text
-                self._catalog.move_to_end(item_id)
-            while len(self._catalog) > limit:
-                self._catalog.popitem(last=False)
+            apply_catalog_request(self._catalog, request)  # the same state as the child's
         self._catalog_limit = limit
         return kept
 

@@ -202,19 +202,21 @@ async def text_comparison(
     """The pipeline on ``events`` without text, then with ``share`` of them carrying a review:
     events/s on the backlog, and latency at half the text-free rate, for both."""
     out: dict = {"text_share": share}
-    half = 0.0
-    for i, label in enumerate(("without_text", "with_text")):
+    labels = ("without_text", "with_text")
+    timed: tuple[list[dict], ...] = ()  # the latency run's events, made once the rate is known
+    for label, backlog in zip(labels, with_reviews(events, share), strict=True):
         s = _fresh(base, label)
         await create_topics(s)
-        backlog = with_reviews(events, share)[i]
         await produce(s, backlog, len(backlog), progress=False)
         pipe = await pipeline_rate(s, len(backlog), workdir)
-        half = half or pipe["events_per_s"] / 2
+        if not timed:
+            half = pipe["events_per_s"] / 2
+            fresh = [e for e, _ in Generator(seed=9).events(50 + int(half * latency_seconds))]
+            timed = with_reviews(fresh, share)
         _say(f"{label}: {pipe['events_per_s']:.0f} ev/s; latency at {half:.0f} ev/s")
-        timed = [e for e, _ in Generator(seed=9).events(50 + int(half * latency_seconds))]
         lat = _fresh(base, label + "-lat")
         await create_topics(lat)
-        latency = await pipeline_latency(lat, with_reviews(timed, share)[i], half, workdir)
+        latency = await pipeline_latency(lat, timed[labels.index(label)], half, workdir)
         out[label] = {**pipe, **latency}
     out["events_per_s_ratio"] = round(
         out["with_text"]["events_per_s"] / out["without_text"]["events_per_s"], 4

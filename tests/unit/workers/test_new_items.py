@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from workers.scoring import wire
-from workers.scoring.child import update_catalog
-from workers.scoring.new_items import NewItems
+from workers.scoring.new_items import NewItems, apply_catalog_request
 from workers.scoring.scorer import scores_from
 
 
@@ -78,9 +77,33 @@ def test_catalog_updates_put_remove_and_evict_the_oldest() -> None:
     from collections import OrderedDict
 
     catalog: OrderedDict[str, str] = OrderedDict()
-    put, removed = update_catalog(catalog, {"put": [["a", "x"], ["b", "y"]], "limit": 3})
+    put, removed = apply_catalog_request(catalog, {"put": [["a", "x"], ["b", "y"]], "limit": 3})
     assert [i for i, _ in put] == ["a", "b"] and removed == []
-    _, removed = update_catalog(catalog, {"put": [["c", "z"], ["a", "x2"]], "limit": 3})
+    _, removed = apply_catalog_request(catalog, {"put": [["c", "z"], ["a", "x2"]], "limit": 3})
     assert removed == [] and list(catalog) == ["b", "c", "a"]  # re-published: newest again
-    _, removed = update_catalog(catalog, {"put": [["d", "w"]], "remove": ["c"], "limit": 2})
+    _, removed = apply_catalog_request(catalog, {"put": [["d", "w"]], "remove": ["c"], "limit": 2})
     assert removed == ["c", "b"] and list(catalog) == ["a", "d"]
+
+
+class _Learning:
+    """A scorer that learns every item it is given (a unit fake for the child's models)."""
+
+    def __init__(self) -> None:
+        self.new_items = NewItems()
+
+    def learn_items(self, items: list[tuple[str, str]]) -> int:
+        self.new_items.put([i for i, _ in items], np.ones((len(items), 2)))
+        return len(items)
+
+
+def test_an_item_evicted_by_its_own_request_is_not_ranked() -> None:
+    from collections import OrderedDict
+
+    from workers.scoring.child import update_catalog
+
+    catalog: OrderedDict[str, str] = OrderedDict()
+    scorer = _Learning()
+    update_catalog(catalog, [scorer], {"put": [["a", "x"], ["b", "y"], ["c", "z"]], "limit": 2})
+    assert list(catalog) == ["b", "c"] and len(scorer.new_items) == 2
+    update_catalog(catalog, [scorer], {"remove": ["b"], "limit": 2})
+    assert list(catalog) == ["c"] and len(scorer.new_items) == 1
