@@ -11,6 +11,7 @@ from schemas.records import (
     ModelAnnouncement,
     Prediction,
     Trend,
+    TrendText,
 )
 from schemas.settings import TOPIC_BASES, Settings, SettingsError
 
@@ -28,6 +29,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "Trend",
+    "TrendText",
     "decode",
     "decode_event",
     "encode",

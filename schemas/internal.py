@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.records import Finite, TrendKey
+from schemas.records import Finite, TrendKey, TrendText
 
 
 class TrendPartial(BaseModel):
@@ -27,6 +27,11 @@ class TrendPartial(BaseModel):
     sentiment_sum: Finite = Field(description="Sum of the events' sentiments in [-1, 1].")
     sentiment_count: Annotated[int, Field(ge=0)] = Field(
         description="Events whose text carried a sentiment."
+    )
+    texts: Annotated[list[TrendText], Field(max_length=2)] = Field(
+        default_factory=list,
+        description="The most negative and most positive text among them (absent from workers "
+        "older than the trend texts: read as none).",
     )
 
 

@@ -22,6 +22,8 @@ MAX_TEXT_CHARS = 2_000
 MAX_ATTRS = 16
 #: "category:" and the longest attribute value an event may carry (an item id is shorter).
 MAX_TREND_KEY_CHARS = len("category:") + 256
+#: A trend's example texts are cut to this many characters (a monitor shows them, not whole essays).
+TREND_TEXT_CHARS = 280
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 ShortStr = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -179,6 +181,14 @@ class Alert(_Record):
     ts: Finite
 
 
+class TrendText(_Record):
+    """A text behind a trend's sentiment: which event said it, what it said, how it scored."""
+
+    event_id: Id
+    text: Annotated[str, StringConstraints(max_length=TREND_TEXT_CHARS)]
+    sentiment: Annotated[Finite, Field(ge=-1, le=1)]
+
+
 class Trend(_Record):
     """Windowed activity of one item or category (topic ``trends``)."""
 
@@ -197,6 +207,12 @@ class Trend(_Record):
     )
     sentiment_change: Finite | None = Field(
         description="sentiment_mean minus the key's previous window that had a sentiment."
+    )
+    sentiment_texts: Annotated[list[TrendText], Field(max_length=2)] = Field(
+        default_factory=list,
+        description="The window's most negative and most positive texts (one each, the same "
+        "one when only one text scored; empty without texts): what moved sentiment_mean, for a "
+        "monitor to show. User input: escape it wherever it is rendered.",
     )
     volume_change: Finite
     zscore: Finite

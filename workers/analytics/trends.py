@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.records import Trend
+from schemas.records import TREND_TEXT_CHARS, Trend
 
 ENGAGEMENT = ("view", "click", "add_to_cart", "purchase", "rating", "review")
 
@@ -27,13 +27,38 @@ class Partial:
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     sentiment_sum: float = 0.0
     sentiment_count: int = 0
+    lowest: dict[str, Any] | None = None  # the most negative text, as a TrendText record
+    highest: dict[str, Any] | None = None  # the most positive one
 
-    def add(self, event_type: str, sentiment: float | None) -> None:
+    def add(
+        self,
+        event_type: str,
+        sentiment: float | None,
+        event_id: str = "",
+        text: str | None = None,
+    ) -> None:
         self.volume += 1
         self.counts[event_type] += 1
         if sentiment is not None:
             self.sentiment_sum += sentiment
             self.sentiment_count += 1
+            if text:
+                self._note_text(
+                    {"event_id": event_id, "text": text[:TREND_TEXT_CHARS], "sentiment": sentiment}
+                )
+
+    def _note_text(self, text: dict[str, Any]) -> None:
+        if self.lowest is None or text["sentiment"] < self.lowest["sentiment"]:
+            self.lowest = text
+        if self.highest is None or text["sentiment"] > self.highest["sentiment"]:
+            self.highest = text
+
+    @property
+    def texts(self) -> list[dict[str, Any]]:
+        """The most negative and most positive texts (one record when they are the same)."""
+        if self.lowest is None or self.highest is None:
+            return []
+        return [self.lowest] if self.lowest is self.highest else [self.lowest, self.highest]
 
     def merge(self, other: dict[str, Any]) -> None:
         """Add a TrendPartial record (as decoded from ``trends.partial``)."""
@@ -42,6 +67,8 @@ class Partial:
             self.counts[k] += n
         self.sentiment_sum += other["sentiment_sum"]
         self.sentiment_count += other["sentiment_count"]
+        for text in other.get("texts", ()):  # older workers send none
+            self._note_text(text)
 
     def to_record(self, key: str, window_start: float) -> dict[str, Any]:
         """The TrendPartial record of this aggregate (a plain dict: thousands go out per
@@ -53,6 +80,7 @@ class Partial:
             "counts": dict(self.counts),
             "sentiment_sum": self.sentiment_sum,
             "sentiment_count": self.sentiment_count,
+            "texts": self.texts,
         }
 
 
@@ -70,6 +98,8 @@ class TrendAccumulator:
         event_type: str,
         ts: float,
         sentiment: float | None,
+        event_id: str = "",
+        text: str | None = None,
     ) -> None:
         start = math.floor(ts / self.window) * self.window
         for key in (
@@ -77,7 +107,7 @@ class TrendAccumulator:
             f"category:{category}" if category else None,
         ):
             if key:
-                self.partials[(key, start)].add(event_type, sentiment)
+                self.partials[(key, start)].add(event_type, sentiment, event_id, text)
 
     def drain(self) -> list[dict]:
         out = [p.to_record(k, w) for (k, w), p in self.partials.items()]
@@ -157,6 +187,7 @@ class TrendAggregator:
                 if sentiment is not None and state.prev_sentiment is not None
                 else None
             ),
+            sentiment_texts=p.texts,
             volume_change=volume - (state.prev_volume or 0.0),
             zscore=zscore,
         )

@@ -139,6 +139,8 @@ class OutputBuilder:
             r.type.value,
             r.ts,
             None if r.type is EventType.SEARCH else sentiment,  # a query is not an opinion
+            r.event_id,
+            r.text,
         )
         metrics.END_TO_END.observe(latency_ms / 1000.0)
         return Record(key, value), alerts

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from schemas import decode_event
 from schemas.internal import TrendPartial
+from schemas.records import TREND_TEXT_CHARS
 from workers.analytics.alerts import AlertPolicy
 from workers.analytics.sentiment import lexicon_sentiment
 from workers.analytics.trends import TrendAccumulator, TrendAggregator
@@ -160,6 +161,30 @@ def test_two_phase_trends_merge_partials_from_several_workers() -> None:
     assert item.sentiment_mean == 1.0 and item.sentiment_count == 1
     assert item.window_start == 960.0 and item.window_end == 1020.0
     assert agg.flush(watermark=1200.0 + 180) != []  # the rest closes on the watermark
+
+
+def test_trends_carry_their_most_negative_and_most_positive_text() -> None:
+    worker_a, worker_b = TrendAccumulator(60), TrendAccumulator(60)
+    worker_a.add("p1", None, "review", 1000.0, 0.2, "e1", "fine")
+    worker_a.add("p1", None, "review", 1001.0, -0.9, "e2", "awful " * 100)
+    worker_a.add("p1", None, "view", 1002.0, None, "e3", None)
+    worker_b.add("p1", None, "review", 1003.0, 0.8, "e4", "<b>great</b>")
+    worker_b.add("p2", None, "review", 1004.0, 0.5, "e5", "only one")
+    agg, trends = TrendAggregator(60), []
+    for partial in [*worker_a.drain(), *worker_b.drain()]:
+        trends += agg.add(TrendPartial.model_validate_json(orjson.dumps(partial)).model_dump())
+    old = {"key": "item:p1", "window_start": 1200.0, "volume": 1, "counts": {}}
+    trends += agg.add({**old, "sentiment_sum": 0.0, "sentiment_count": 0})  # no texts: older worker
+    trends += agg.flush(watermark=1400.0)
+    first, later = [t for t in trends if t.key == "item:p1"]
+    assert later.sentiment_texts == []
+    assert [(t.event_id, t.sentiment) for t in first.sentiment_texts] == [("e2", -0.9), ("e4", 0.8)]
+    assert len(first.sentiment_texts[0].text) == TREND_TEXT_CHARS
+    assert (
+        first.sentiment_texts[1].text == "<b>great</b>"
+    )  # kept as written: escaping is the reader's
+    (only,) = [t for t in trends if t.key == "item:p2"]
+    assert [t.event_id for t in only.sentiment_texts] == ["e5"]
 
 
 def test_zscore_flags_a_spike() -> None:
