@@ -89,6 +89,42 @@ def sentiment(registry: Path | None, file) -> None:
             click.echo("" if value != value else f"{value:.4f}")
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8089, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--metrics",
+    "metrics_urls",
+    multiple=True,
+    help="A worker's /metrics URL; repeat once per worker "
+    "[default: http://127.0.0.1:FORESIGHT_METRICS_PORT/metrics].",
+)
+@click.option(
+    "--backlog",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Records per partition of trends and alerts read from before the start.",
+)
+def monitor(host: str, port: int, metrics_urls: tuple[str, ...], backlog: int) -> None:
+    """Serve the live monitor page (read-only): trends with their sentiment, alerts with
+    their reasons, and the workers' throughput, latency, lag and model version."""
+    from workers.monitor.app import Monitor, run_monitor
+
+    s = settings_or_exit()
+    urls = list(metrics_urls) or [f"http://127.0.0.1:{s.metrics_port}/metrics"]
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(
+            f"warning: binding {host}: the page has no login; anyone who can reach it sees "
+            "user ids and review texts (it writes nothing)",
+            err=True,
+        )
+    click.echo(
+        f"monitor at http://{host}:{port}/ (topics {s.topic('trends')}, {s.topic('alerts')})"
+    )
+    run_monitor(Monitor(s, urls, backlog=backlog), host, port)
+
+
 @main.group()
 def catalog() -> None:
     """The shop's catalog: items that become rankable from their text."""

@@ -95,6 +95,9 @@ async def test_texts_get_lm_sentiment_and_trends_carry_it(served: Settings, tmp_
         for t in windows:
             assert t["sentiment_count"] == REVIEWS_PER_WINDOW  # the searches are not counted
             assert t["sentiment_mean"] * sign > 0
+            texts = t["sentiment_texts"]  # the most negative and most positive behind it
+            assert 1 <= len(texts) <= 2 and all(x["event_id"].startswith(key[5:]) for x in texts)
+            assert [x["sentiment"] for x in texts] == sorted(x["sentiment"] for x in texts)
         assert windows[0]["sentiment_change"] is None
         for before, after in itertools.pairwise(windows):
             change = after["sentiment_change"]

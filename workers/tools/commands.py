@@ -216,9 +216,16 @@ def _ensure_local_broker(s: Settings):
 )
 @click.option("--live/--no-live", default=True, show_default=True, help="Live terminal view.")
 @click.option(
+    "--monitor-port",
+    type=click.IntRange(0, 65535),
+    default=8089,
+    show_default=True,
+    help="Port of the live monitor page started beside the worker (0: none).",
+)
+@click.option(
     "--workdir", type=click.Path(path_type=Path), default=Path(".foresight/demo"), show_default=True
 )
-def demo(n, rate, epochs, sentiment_sentences, live, workdir) -> None:
+def demo(n, rate, epochs, sentiment_sentences, live, monitor_port, workdir) -> None:
     """The main job end to end: broker, topics, model, worker, live traffic, summary."""
     import orjson
 
@@ -230,10 +237,30 @@ def demo(n, rate, epochs, sentiment_sentences, live, workdir) -> None:
     sst2 = s.sst2_path if (s.sst2_path / "train.tsv").exists() else None
     click.echo(f"==> labelled sentences: {sst2 or 'not found (lexicon sentiment)'}")
     text = (sst2, sentiment_sentences) if sst2 else None
-    result = run_demo(s, n, rate, ml, epochs, live, workdir, text)
+    result = run_demo(s, n, rate, ml, epochs, live, workdir, text, monitor_port)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "summary.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     click.echo("\nsummary")
     for key, value in result.items():
         click.echo(f"  {key:18} {value}")
     click.echo(f"(also in {workdir / 'summary.json'})")
+
+
+# --- screenshot ---------------------------------------------------------------------------------
+@commands.command()
+@click.argument("url")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--wait-for", default=None, help="CSS selector to wait for before the shot.")
+@click.option("--seconds", default=2.0, show_default=True, help="Extra wait for live updates.")
+def screenshot(url: str, out: Path, wait_for: str | None, seconds: float) -> None:
+    """A full-page PNG of a page (e.g. the monitor) in the system's headless Chromium."""
+    from workers.tools.browser import BrowserMissing
+    from workers.tools.browser import screenshot as take
+
+    try:
+        problems = asyncio.run(take(url, str(out), wait_for, seconds))
+    except BrowserMissing as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in problems:
+        click.echo(f"page: {line}", err=True)
+    click.echo(f"saved {out}")

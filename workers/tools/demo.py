@@ -28,7 +28,7 @@ from workers.tools.demo_view import DemoState, view, watch
 from workers.tools.generator import Generator
 from workers.tools.local_broker import ensure_running
 from workers.tools.produce import movielens_events, produce
-from workers.tools.worker_processes import WorkerProcess
+from workers.tools.worker_processes import MonitorProcess, WorkerProcess
 
 console = Console()
 
@@ -135,6 +135,21 @@ def _prepare(settings: Settings, ml100k: Path | None, epochs: int, workdir: Path
     return run
 
 
+def _start_monitor(run: Settings, port: int, workdir: Path) -> MonitorProcess | None:
+    """The live page beside the worker; the demo goes on without it if it cannot start."""
+    metrics = [f"http://127.0.0.1:{run.metrics_port}/metrics"]
+    monitor = MonitorProcess(run, workdir / "demo-monitor.log", port, metrics)
+    monitor.start()
+    try:
+        monitor.wait_ready()
+    except RuntimeError as exc:
+        console.print(f"[yellow]monitor page not started (demo goes on): {exc}[/yellow]")
+        monitor.stop()
+        return None
+    console.print(f"[b]==> live monitor page: {monitor.url}[/b] (open it in a browser)")
+    return monitor
+
+
 def run_demo(
     settings: Settings,
     events: int,
@@ -144,15 +159,19 @@ def run_demo(
     live: bool,
     workdir: Path,
     text: tuple[Path, int] | None = None,
+    monitor_port: int = 0,
 ) -> dict:
     """Run the demo end to end; returns the summary. Stops all it started."""
     started_broker = ensure_running(settings)
     worker: WorkerProcess | None = None
+    monitor: MonitorProcess | None = None
     try:
         run = _prepare(settings, ml100k, epochs, workdir, text)
         traffic_events, fraud_users = traffic(events, ml100k, seed=11)
         worker = WorkerProcess(run, workdir / "demo-worker.log", loglevel="warning")
         worker.start()
+        if monitor_port:
+            monitor = _start_monitor(run, monitor_port, workdir)
         console.print(
             f"==> worker pid {worker.pid}; replaying {len(traffic_events):,} events "
             f"at {rate:,.0f}/s ({len(fraud_users)} users follow fraud patterns)"
@@ -194,6 +213,8 @@ def run_demo(
         result = summary(state, fraud_users, time.monotonic() - max(began, state.started))
         return result
     finally:
+        if monitor is not None:
+            monitor.stop()
         if worker is not None:
             worker.stop()
         if started_broker is not None:

@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from schemas.settings import Settings
@@ -97,3 +99,29 @@ class WorkerProcess(ChildProcess):
         super().__init__(
             ["workers.cli", "worker", "--loglevel", loglevel], settings_env(settings, **extra), log
         )
+
+
+class MonitorProcess(ChildProcess):
+    """``foresight monitor`` on ``port`` for ``settings``' topics and the given workers'
+    metrics pages."""
+
+    def __init__(self, settings: Settings, log: Path, port: int, metrics_urls: list[str]) -> None:
+        args = ["workers.cli", "monitor", "--port", str(port)]
+        for url in metrics_urls:
+            args += ["--metrics", url]
+        super().__init__(args, settings_env(settings), log)
+        self.url = f"http://127.0.0.1:{port}/"
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Return once the page answers; raise with the log's tail if it exits or never does."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"the monitor exited:\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"the monitor did not answer within {timeout:.0f}s:\n{self.tail()}")
