@@ -30,6 +30,7 @@ def _children_of(pid: int) -> list[int]:
 
 def test_demo_runs_end_to_end_and_stops_what_it_started(settings: Settings, tmp_path: Path) -> None:
     s = settings.model_copy(update={"metrics_port": _free_port_pair()})
+    monitor_port = _free_port_pair()
     before = set(_children_of(os.getpid()))
     sentences = labelled_sentences(tmp_path / "sentences")
     result = run_demo(
@@ -41,6 +42,7 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(settings: Settings, tmp_
         live=False,
         workdir=tmp_path,
         text=(sentences, 240),
+        monitor_port=monitor_port,
     )
     current = registry.current(s.registry)
     assert current is not None  # it trained a first model, with a sentiment model
@@ -50,7 +52,10 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(settings: Settings, tmp_
     assert result["events_scored"] == 1_500
     assert result["alerts"] > 0 and result["fraud_users"] > 0
     assert result["trends"] >= 0 and result["latency_ms"]["p50"] > 0
-    assert set(_children_of(os.getpid())) <= before  # the worker it started is gone
+    # the monitor page ran beside the worker, on the demo's topics
+    log = (tmp_path / "demo-monitor.log").read_text()
+    assert f"monitor at http://127.0.0.1:{monitor_port}/" in log and s.topic_prefix in log
+    assert set(_children_of(os.getpid())) <= before  # the worker and monitor it started are gone
 
 
 def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ function renderHealth(view) {
   $("m-p99").textContent = fmt(m.e2e_p99_ms, 1, " ms");
   $("m-lag").textContent = fmt(m.lag_total);
   $("m-dlq").textContent = fmt(m.dlq_rate, 1);
-  $("m-alerts").textContent = fmt(view.alerts.total);
+  $("m-alerts").textContent = fmt(view.seen.alerts);
   $("m-workers").textContent = `${m.workers_up} / ${m.workers}`;
 
   const lines = $("feed-status");
@@ -107,6 +107,7 @@ function renderThroughput(history) {
     const box = $("throughput-chart");
     throughputPlot = new uPlot({
       width: chartWidth(box), height: 150,
+      scales: { ms: { distr: 3 } },  // log: a start-up spike does not flatten the rest
       series: [
         {},
         { label: "scored/s", stroke: "#2f5bea", width: 2, scale: "rate" },
