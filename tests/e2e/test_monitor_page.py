@@ -18,6 +18,7 @@ from tests.conftest import _free_port_pair
 from tests.support.helpers import (
     NEGATIVE_WORDS,
     POSITIVE_WORDS,
+    fraud_pattern_events,
     synthetic_history,
     tiny_config,
     tiny_sentiment,
@@ -83,30 +84,7 @@ def _traffic(settings: Settings) -> list[dict]:
             "text": MARKUP,
         }
     )
-    t = float(start)
-    for step in range(12):
-        for u in range(10):
-            t += 1
-            events.append(
-                {
-                    "event_id": f"n{u}-{step}",
-                    "user_id": f"normal{u}",
-                    "type": ["view", "click", "add_to_cart", "purchase", "rating"][step % 5],
-                    "ts": t,
-                    "item_id": str((u * 3 + step) % 30),
-                }
-            )
-        t += 1
-        events.append(
-            {
-                "event_id": f"f-{step}",
-                "user_id": "fraudster",
-                "type": "payment",
-                "ts": t,
-                "item_id": str(step * 7 % 30),
-                "price": 1.0,
-            }
-        )
+    events += fraud_pattern_events(float(start))
     return sorted(events, key=lambda e: e["ts"])
 
 

@@ -16,9 +16,8 @@ from schemas.codec import encode
 from schemas.records import Alert, ModelAnnouncement
 from schemas.settings import Settings
 from tests.conftest import _free_port_pair
-from tests.support.helpers import synthetic_history, tiny_config
+from tests.support.helpers import fraud_pattern_events, synthetic_history, tiny_config
 from tests.support.worker_harness import (
-    TYPES,
     TopicReader,
     WorkerProcess,
     event_ids,
@@ -246,32 +245,7 @@ async def test_fraud_pattern_alerts_only_the_fraudster(settings: Settings, tmp_p
     )
     registry.mark_current(s.registry, version)
     await create_topics(s)
-    rng = random.Random(4)
-    events = []
-    t = 1_750_000_000.0
-    for step in range(12):
-        for u in range(10):  # normal shoppers walk the item ring with mixed event types
-            t += 1
-            events.append(
-                {
-                    "event_id": f"n{u}-{step}",
-                    "user_id": f"normal{u}",
-                    "type": TYPES[step % 5],
-                    "ts": t,
-                    "item_id": str((u * 3 + step) % 30),
-                }
-            )
-        t += 1
-        events.append(
-            {
-                "event_id": f"f-{step}",
-                "user_id": "fraudster",
-                "type": "payment",
-                "ts": t,
-                "item_id": str(rng.randrange(30)),
-                "price": 1.0,
-            }
-        )
+    events = fraud_pattern_events(1_750_000_000.0)
     worker = WorkerProcess(s, tmp_path / "worker.log").start()
     try:
         await produce(s, s.topic("events"), keyed(events))

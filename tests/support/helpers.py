@@ -37,6 +37,37 @@ def synthetic_history(
     return History(out, {}, "synthetic", f"seed{seed}")
 
 
+def fraud_pattern_events(start: float, seed: int = 4) -> list[dict]:
+    """Ten normal shoppers walking the item ring with mixed event types, and ``fraudster``
+    paying over and over: what a model trained on ``synthetic_history(fraud_users=...)`` flags."""
+    rng = random.Random(seed)
+    events, t = [], start
+    for step in range(12):
+        for u in range(10):
+            t += 1
+            events.append(
+                {
+                    "event_id": f"n{u}-{step}",
+                    "user_id": f"normal{u}",
+                    "type": TYPES[step % 5],
+                    "ts": t,
+                    "item_id": str((u * 3 + step) % 30),
+                }
+            )
+        t += 1
+        events.append(
+            {
+                "event_id": f"f-{step}",
+                "user_id": "fraudster",
+                "type": "payment",
+                "ts": t,
+                "item_id": str(rng.randrange(30)),
+                "price": 1.0,
+            }
+        )
+    return events
+
+
 def tiny_config(**overrides) -> TrainConfig:
     shape: dict = dict(hidden=16, layers=1, heads=2, max_positions=64, top_k=5)
     base: dict = dict(epochs=3, max_len=10, batch_size=32, patience=3, progress=False)
