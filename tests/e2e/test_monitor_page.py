@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import time
 from pathlib import Path
@@ -189,6 +190,15 @@ async def test_monitor_page_shows_trends_sentiment_and_a_fraud_alert_live(
                 shutil.copy(shot, Path(os.environ["FORESIGHT_SCREENSHOT_DIR"]) / shot.name)
             assert browsed.refused == [], "the page asked for something not on this machine"
             assert browsed.errors == [], browsed.errors
+
+            # SIGTERM with the page's stream open: the monitor ends it and exits cleanly,
+            # and the page says it lost the connection
+            monitor.stop(timeout=15)  # SIGKILL after that
+            assert monitor.proc is not None
+            # uvicorn re-raises the SIGTERM it handled once it has shut down
+            assert monitor.proc.returncode in (0, -signal.SIGTERM), monitor.tail()
+            assert "graceful shutdown exceeded" not in monitor.tail()
+            await page.wait_for_selector("#connection[data-state=down]", timeout=10_000)
         async with TopicReader(s, s.topic("predictions")) as preds:
             await preds.until(lambda r: len(r) >= len(events), 60, [worker])
     finally:

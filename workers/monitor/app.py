@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ class Monitor:
         self.metrics = WorkerMetrics(metrics_urls)
         self.status = FeedStatus()
         self.backlog, self.push_every = backlog, push_every
+        self.stopping: Callable[[], bool] = lambda: False  # the server sets it: open streams end
 
     def payload(self, query: ViewQuery) -> bytes:
         """Everything the page renders for ``query``, as JSON."""
@@ -98,7 +99,7 @@ class Monitor:
         query = ViewQuery.parse(request.query_params)
 
         async def events() -> AsyncIterator[bytes]:
-            while not await request.is_disconnected():
+            while not self.stopping() and not await request.is_disconnected():
                 yield b"data: " + self.payload(query) + b"\n\n"
                 await asyncio.sleep(self.push_every)
 
@@ -136,6 +137,13 @@ class Monitor:
 def run_monitor(monitor: Monitor, host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM (uvicorn handles both and stops cleanly)."""
     config = uvicorn.Config(
-        monitor.app(), host=host, port=port, log_level="warning", access_log=False
+        monitor.app(),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,  # should a stream not end at once
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    monitor.stopping = lambda: server.should_exit  # set on SIGINT/SIGTERM
+    server.run()

@@ -21,7 +21,8 @@ from workers.monitor.state import MonitorState
 from workers.monitor.worker_metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
-RETRY_SECONDS = 3.0
+RETRY_SECONDS = (1.0, 30.0)
+"""First and longest wait before the topics are tried again (doubling in between)."""
 
 
 class FeedStatus:
@@ -42,14 +43,20 @@ async def follow_topics(
     """Read ``trends`` and ``alerts`` into ``state``, starting ``backlog`` records before the
     end of each partition (a page opened now shows the recent past, not an empty table)."""
     names = {settings.topic("trends"): "trends", settings.topic("alerts"): "alerts"}
+    wait = RETRY_SECONDS[0]
     while True:
         try:
             await _follow(settings, state, status, names, backlog)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the broker is away or the topics are not there yet
-            status.set("topics", f"{type(exc).__name__}: {exc}"[:200] + "; retrying")
-            await asyncio.sleep(RETRY_SECONDS)
+            if status.lines.get("topics", {}).get("status") == "ok":
+                wait = RETRY_SECONDS[0]  # it was reading: start the backoff afresh
+            status.set(
+                "topics", f"{type(exc).__name__}: {exc}"[:200] + f"; retrying in {wait:.0f}s"
+            )
+            await asyncio.sleep(wait)
+            wait = min(RETRY_SECONDS[1], wait * 2)
 
 
 async def _follow(
