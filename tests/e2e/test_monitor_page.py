@@ -156,6 +156,9 @@ async def test_monitor_page_shows_trends_sentiment_and_a_fraud_alert_live(
             )
             assert await page.inner_text("#model-version") == version
             assert await page.inner_text("#m-workers") == "1 / 1"
+            await until(
+                page, "document.getElementById('m-lag').title.includes('partition 3')", APPEAR_MS
+            )
 
             # filter, select, and read the texts behind a trend: markup shows as text
             await page.fill("#trend-filter", "xss")

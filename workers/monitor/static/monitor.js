@@ -76,6 +76,7 @@ function renderHealth(view) {
   $("m-p50").textContent = fmt(m.e2e_p50_ms, 1, " ms");
   $("m-p99").textContent = fmt(m.e2e_p99_ms, 1, " ms");
   $("m-lag").textContent = fmt(m.lag_total);
+  $("m-lag").title = Object.entries(m.lag || {}).map(([p, n]) => `partition ${p}: ${n}`).join("\n");
   $("m-dlq").textContent = fmt(m.dlq_rate, 1);
   $("m-alerts").textContent = fmt(view.seen.alerts);
   $("m-workers").textContent = `${m.workers_up} / ${m.workers}`;
