@@ -61,12 +61,23 @@ def serve(port: int) -> None:
         start_http_server(port, registry=REGISTRY)
 
 
+_lag_reported: set[str] = set()
+
+
 async def report_lag(consumer: Any, topic: str) -> None:
-    """Set the lag gauge of each assigned partition of ``topic`` (highwater - position)."""
+    """Set the lag gauge of each assigned partition of ``topic`` (highwater - position), and
+    drop the gauge of a partition no longer assigned (after a rebalance its lag is another
+    worker's to report; a stale value would be summed into the group's lag)."""
+    assigned = set()
     for tp in consumer.assignment():
         if tp.topic != topic:
             continue
+        assigned.add(str(tp.partition))
         highwater = consumer.highwater(tp)
         position = await consumer.position(tp)
         if highwater is not None and position is not None:
             LAG.labels(str(tp.partition)).set(max(0, highwater - position))
+            _lag_reported.add(str(tp.partition))
+    for partition in _lag_reported - assigned:
+        LAG.remove(partition)
+        _lag_reported.discard(partition)
