@@ -9,7 +9,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -43,12 +42,6 @@ async def until(page, expression: str, timeout: float) -> None:
             shown = await page.inner_text("body")
             raise AssertionError(f"not true within {timeout / 1000:.0f}s: {expression}\n{shown}")
         await asyncio.sleep(0.2)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _traffic(settings: Settings) -> list[dict]:
@@ -114,7 +107,7 @@ async def test_monitor_page_shows_trends_sentiment_and_a_fraud_alert_live(
     events = _traffic(s)
     worker = WorkerProcess(s, tmp_path / "worker.log").start()
     metrics = [f"http://127.0.0.1:{s.metrics_port}/metrics"]
-    monitor = MonitorProcess(s, tmp_path / "monitor.log", _free_port(), metrics).start()
+    monitor = MonitorProcess(s, tmp_path / "monitor.log", _free_port_pair(), metrics).start()
     try:
         monitor.wait_ready()
         async with chromium_page() as browsed:

@@ -31,21 +31,16 @@ class Partial:
     highest: dict[str, Any] | None = None  # the most positive one
 
     def add(
-        self,
-        event_type: str,
-        sentiment: float | None,
-        event_id: str = "",
-        text: str | None = None,
+        self, event_type: str, sentiment: float | None, text: dict[str, Any] | None = None
     ) -> None:
+        """One event; ``text`` is its TrendText record when it has a text with a sentiment."""
         self.volume += 1
         self.counts[event_type] += 1
         if sentiment is not None:
             self.sentiment_sum += sentiment
             self.sentiment_count += 1
-            if text:
-                self._note_text(
-                    {"event_id": event_id, "text": text[:TREND_TEXT_CHARS], "sentiment": sentiment}
-                )
+        if text is not None:
+            self._note_text(text)
 
     def _note_text(self, text: dict[str, Any]) -> None:
         if self.lowest is None or text["sentiment"] < self.lowest["sentiment"]:
@@ -102,12 +97,17 @@ class TrendAccumulator:
         text: str | None = None,
     ) -> None:
         start = math.floor(ts / self.window) * self.window
+        note = (
+            {"event_id": event_id, "text": text[:TREND_TEXT_CHARS], "sentiment": sentiment}
+            if text and sentiment is not None
+            else None
+        )  # built once for the item's and the category's partial
         for key in (
             f"item:{item_id}" if item_id else None,
             f"category:{category}" if category else None,
         ):
             if key:
-                self.partials[(key, start)].add(event_type, sentiment, event_id, text)
+                self.partials[(key, start)].add(event_type, sentiment, note)
 
     def drain(self) -> list[dict]:
         out = [p.to_record(k, w) for (k, w), p in self.partials.items()]

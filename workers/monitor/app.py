@@ -80,8 +80,8 @@ class Monitor:
         view: dict[str, Any] = self.state.view(query)
         view.update(
             now=time.time(),
-            metrics=self.metrics.summary(),
-            throughput=list(self.metrics.history)[-180:],
+            metrics=self.metrics.current,
+            throughput=list(self.metrics.history),
             status=self.status.lines,
             topics=[self.settings.topic("trends"), self.settings.topic("alerts")],
         )

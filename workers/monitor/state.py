@@ -12,7 +12,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.records import Alert, Trend
+from schemas.records import MAX_TREND_KEY_CHARS, Alert, Trend
 
 TREND_SORTS = (
     "key",
@@ -63,7 +63,7 @@ class ViewQuery:
             q=params.get("q", "")[:MAX_FILTER_CHARS],
             sort=pick("sort", TREND_SORTS, "zscore"),
             desc=params.get("desc", "1") != "0",
-            key=params.get("key", "")[: MAX_FILTER_CHARS * 3],
+            key=params.get("key", "")[:MAX_TREND_KEY_CHARS],
             alert_kind=pick("alert_kind", ALERT_KINDS, ""),
             user=params.get("user", "")[:MAX_FILTER_CHARS],
             rows=rows,
@@ -86,7 +86,6 @@ def _point(trend: Trend) -> dict[str, Any]:
         "window_start": trend.window_start,
         "window_end": trend.window_end,
         "volume": trend.volume,
-        "purchases": trend.engagement.get("purchase", 0),
         "conversion": trend.conversion,
         "sentiment_mean": trend.sentiment_mean,
         "sentiment_count": trend.sentiment_count,
@@ -95,12 +94,8 @@ def _point(trend: Trend) -> dict[str, Any]:
     }
 
 
-def _sort_value(row: dict[str, Any], sort: str) -> tuple:
-    """Sortable whatever the type; missing values (no sentiment) sort last either way."""
-    value = row[sort]
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return (1, 0)
-    return (0, value)
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 class MonitorState:
@@ -111,11 +106,11 @@ class MonitorState:
         self.max_keys, self.history = max_keys, history
         self.keys: OrderedDict[str, KeyHistory] = OrderedDict()
         self.alerts: deque[dict[str, Any]] = deque(maxlen=max_alerts)
-        self.alert_counts: dict[str, int] = {}
-        self.seen = {"trends": 0, "alerts": 0, "skipped": 0}
+        self.alert_counts: dict[str, int] = {}  # by kind, every alert seen
+        self.trends_seen = self.records_skipped = 0
 
     def add_trend(self, trend: Trend) -> None:
-        self.seen["trends"] += 1
+        self.trends_seen += 1
         entry = self.keys.pop(trend.key, None) or KeyHistory()
         self.keys[trend.key] = entry  # now the most recently updated
         entry.windows[trend.window_start] = _point(trend)
@@ -128,13 +123,12 @@ class MonitorState:
             self.keys.popitem(last=False)
 
     def add_alert(self, alert: Alert) -> None:
-        self.seen["alerts"] += 1
         self.alert_counts[alert.kind.value] = self.alert_counts.get(alert.kind.value, 0) + 1
         self.alerts.append(alert.model_dump(mode="json", exclude_none=True))
 
     def skipped(self) -> None:
         """A record on ``trends`` or ``alerts`` that is not what its schema says."""
-        self.seen["skipped"] += 1
+        self.records_skipped += 1
 
     def view(self, query: ViewQuery) -> dict[str, Any]:
         """The JSON a page renders for ``query``."""
@@ -142,7 +136,11 @@ class MonitorState:
             "trends": self._trend_rows(query),
             "selected": self._selected(query.key),
             "alerts": self._alert_rows(query),
-            "seen": dict(self.seen),
+            "seen": {
+                "trends": self.trends_seen,
+                "alerts": sum(self.alert_counts.values()),
+                "skipped": self.records_skipped,
+            },
         }
 
     def _trend_rows(self, query: ViewQuery) -> dict[str, Any]:
@@ -154,9 +152,9 @@ class MonitorState:
             if needle and needle not in key.casefold():
                 continue
             rows.append({"key": key, **entry.latest()})
-        present = [r for r in rows if _sort_value(r, query.sort)[0] == 0]
-        missing = [r for r in rows if _sort_value(r, query.sort)[0] == 1]
-        present.sort(key=lambda r: _sort_value(r, query.sort), reverse=query.desc)
+        present = [r for r in rows if not _missing(r[query.sort])]
+        present.sort(key=lambda r: r[query.sort], reverse=query.desc)
+        missing = [r for r in rows if _missing(r[query.sort])]  # no sentiment: last either way
         shown = (present + missing)[: query.rows]
         for row in shown:
             windows = self.keys[row["key"]].windows

@@ -27,7 +27,6 @@ class Totals:
     e2e_buckets: dict[float, float] = field(default_factory=lambda: defaultdict(float))
     lag: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     versions: set[str] = field(default_factory=set)
-    users: float = 0.0
 
     def add(self, text: str) -> None:
         """Fold one worker's ``/metrics`` page in."""
@@ -39,16 +38,12 @@ class Totals:
                     "foresight_dlq_total",
                 ):
                     self.counters[s.name] += s.value
-                elif s.name == "foresight_alerts_total":
-                    self.counters[f"alerts:{s.labels.get('kind', '')}"] += s.value
                 elif s.name == f"{E2E}_bucket":
                     self.e2e_buckets[float(s.labels["le"])] += s.value
                 elif s.name == "foresight_consumer_lag":
                     self.lag[s.labels.get("partition", "")] += s.value
                 elif s.name == "foresight_model_info" and s.value == 1:
                     self.versions.add(s.labels.get("version", ""))
-                elif s.name == "foresight_users_in_table":
-                    self.users += s.value
 
 
 def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
@@ -78,12 +73,13 @@ def _delta(new: float, old: float) -> float:
 class WorkerMetrics:
     """The recent scrapes of all workers and what the page shows of them."""
 
-    def __init__(self, urls: list[str], span: float = 5.0, history: int = 300) -> None:
+    def __init__(self, urls: list[str], span: float = 5.0, history: int = 180) -> None:
         self.urls = urls
         self.span = span
         self.scrapes: deque[Totals] = deque(maxlen=64)
         self.errors: dict[str, str] = {}
-        self.history: deque[dict[str, Any]] = deque(maxlen=history)
+        self.history: deque[dict[str, Any]] = deque(maxlen=history)  # for the chart
+        self.current = self._summarise()  # what the page shows until the next scrape
 
     def record(self, pages: dict[str, str | Exception], at: float | None = None) -> None:
         """One round of scrapes: each URL's page, or the error that came instead."""
@@ -97,20 +93,20 @@ class WorkerMetrics:
                     totals.add(page)
                 except ValueError as exc:
                     self.errors[url] = f"not a metrics page: {exc}"[:200]
-        if len(self.errors) == len(pages):
-            return  # nothing answered: no figures rather than zeros
-        self.scrapes.append(totals)
-        summary = self.summary()
-        self.history.append(
-            {k: summary[k] for k in ("at", "in_rate", "scored_rate", "e2e_p50_ms", "e2e_p99_ms")}
-        )
+        if len(self.errors) < len(pages):  # nobody answering: no figures rather than zeros
+            self.scrapes.append(totals)
+        self.current = self._summarise()  # once per scrape, however many pages are open
+        if len(self.errors) < len(pages):
+            self.history.append(
+                {k: self.current[k] for k in ("at", "in_rate", "scored_rate", "e2e_p99_ms")}
+            )
 
     def _baseline(self) -> Totals | None:
         newest = self.scrapes[-1]
         older = [s for s in self.scrapes if s.at <= newest.at - self.span]
         return older[-1] if older else (self.scrapes[0] if len(self.scrapes) > 1 else None)
 
-    def summary(self) -> dict[str, Any]:
+    def _summarise(self) -> dict[str, Any]:
         """Rates per second over the last ``span``, end-to-end p50/p99 (ms), lag, versions."""
         up = len(self.urls) - len(self.errors)
         out: dict[str, Any] = {"workers": len(self.urls), "workers_up": up, "errors": self.errors}
@@ -125,7 +121,6 @@ class WorkerMetrics:
             lag_total=sum(new.lag.values()),
             lag=dict(sorted(new.lag.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)),
             model_versions=sorted(new.versions),
-            users=new.users,
             in_rate=None,
             scored_rate=None,
             dlq_rate=None,

@@ -8,6 +8,7 @@ the page works offline.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -83,8 +84,6 @@ async def chromium_page(width: int = 1600, height: int = 1200) -> AsyncIterator[
 async def screenshot(url: str, out: str, wait_for: str | None, seconds: float) -> list[str]:
     """Save a full-page PNG of ``url`` once ``wait_for`` (a CSS selector) shows, plus
     ``seconds`` for live updates; returns the requests refused and errors logged."""
-    import asyncio
-
     async with chromium_page() as browsed:
         await browsed.page.goto(url)
         if wait_for:

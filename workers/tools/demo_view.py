@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import asyncio
 import time
 import urllib.request
 from collections import deque
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Group
 from rich.live import Live
 from rich.panel import Panel
@@ -99,13 +100,21 @@ def view(state: DemoState, total: int) -> Group:
 
 
 def _batch_mean(port: int) -> float | None:
+    """The worker's mean scoring batch so far, from its metrics page (blocking: the watch
+    loop runs it in a thread, off the loop that reads the topics)."""
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as page:
+            text = page.read().decode()
     except OSError:
         return None
-    s = re.search(rb"^foresight_batch_size_sum (\S+)$", text, re.M)
-    c = re.search(rb"^foresight_batch_size_count (\S+)$", text, re.M)
-    return float(s.group(1)) / float(c.group(1)) if s and c and float(c.group(1)) else None
+    batch = {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "foresight_batch_size"
+        for s in family.samples
+    }
+    count = batch.get("foresight_batch_size_count")
+    return batch["foresight_batch_size_sum"] / count if count else None
 
 
 async def watch(
@@ -138,7 +147,7 @@ async def watch(
                     else:
                         state.trends[value["key"]] = value
             state.window.append((time.monotonic(), len(state.predicted)))
-            mean = _batch_mean(settings.metrics_port)
+            mean = await asyncio.to_thread(_batch_mean, settings.metrics_port)
             state.batch_mean = mean if mean is not None else state.batch_mean
             if live is not None:
                 live.update(view(state, total))

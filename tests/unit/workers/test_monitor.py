@@ -111,6 +111,7 @@ def test_alert_view_filters_by_kind_and_user_newest_first() -> None:
     view = state.view(ViewQuery())["alerts"]
     assert [a["user_id"] for a in view["rows"]] == ["cy", "anna", "bob"]  # ann fell off
     assert view["counts"] == {"fraud_risk": 2, "anomaly": 2}
+    assert state.view(ViewQuery())["seen"]["alerts"] == 4  # every one seen, not just those held
     assert [
         a["user_id"] for a in state.view(ViewQuery(alert_kind="anomaly"))["alerts"]["rows"]
     ] == [
@@ -163,7 +164,7 @@ def test_worker_metrics_sum_workers_and_rate_over_the_span() -> None:
         },
         at=100.0,
     )
-    first = metrics.summary()
+    first = metrics.current
     assert (
         first["in_rate"] is None and first["lag_total"] == 7 and first["model_versions"] == ["v1"]
     )
@@ -174,7 +175,7 @@ def test_worker_metrics_sum_workers_and_rate_over_the_span() -> None:
         },
         at=110.0,
     )
-    s = metrics.summary()
+    s = metrics.current
     assert s["in_rate"] == pytest.approx((600 - 150) / 10)  # b's counts are gone from the sum
     assert s["workers_up"] == 1 and "connection refused" in s["errors"]["http://b/metrics"]
     assert s["e2e_p50_ms"] == pytest.approx(10 + 90 * 0.5)  # the new 100 all in (10, 100] ms
@@ -187,7 +188,7 @@ def test_worker_metrics_counter_reset_counts_from_zero() -> None:
     metrics = WorkerMetrics(["u"], span=1)
     metrics.record({"u": _worker_page(1000, [], {}, "v")}, at=0.0)
     metrics.record({"u": _worker_page(20, [], {}, "v")}, at=2.0)  # the worker restarted
-    assert metrics.summary()["in_rate"] == pytest.approx(10.0)
+    assert metrics.current["in_rate"] == pytest.approx(10.0)
 
 
 @pytest.fixture

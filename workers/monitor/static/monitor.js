@@ -122,45 +122,30 @@ function renderThroughput(history) {
   }
 }
 
+function svgNode(tag, attributes) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+  return node;
+}
+
 function spark(values, lo, hi, color) {
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("class", "spark");
-  svg.setAttribute("width", "90");
-  svg.setAttribute("height", "20");
+  const svg = svgNode("svg", { class: "spark", width: 90, height: 20 });
   const finite = values.filter((v) => v !== null);
-  if (finite.length) {
-    const min = lo ?? Math.min(...finite), max = hi ?? Math.max(...finite);
-    const span = max - min || 1;
-    const step = values.length > 1 ? 88 / (values.length - 1) : 0;
-    const points = [];
-    values.forEach((v, i) => {
-      if (v !== null) points.push(`${(1 + i * step).toFixed(1)},${(19 - ((v - min) / span) * 18).toFixed(1)}`);
-    });
-    if (lo !== null && hi !== null && lo < 0 && hi > 0) {  // the zero line of a signed scale
-      const y = (19 - ((0 - min) / span) * 18).toFixed(1);
-      const zero = document.createElementNS(ns, "line");
-      for (const [k, v] of [["x1", 0], ["x2", 90], ["y1", y], ["y2", y], ["stroke", "#e3e6ec"]]) {
-        zero.setAttribute(k, String(v));
-      }
-      svg.appendChild(zero);
-    }
-    const line = document.createElementNS(ns, "polyline");
-    line.setAttribute("points", points.join(" "));
-    line.setAttribute("fill", "none");
-    line.setAttribute("stroke", color);
-    line.setAttribute("stroke-width", "1.5");
-    svg.appendChild(line);
-    if (finite.length < values.length) {  // gaps: mark each value, a lone one included
-      for (const point of points) {
-        const [x, y] = point.split(",");
-        const dot = document.createElementNS(ns, "circle");
-        for (const [k, v] of [["cx", x], ["cy", y], ["r", "1.8"], ["fill", color]]) {
-          dot.setAttribute(k, v);
-        }
-        svg.appendChild(dot);
-      }
-    }
+  if (!finite.length) return svg;
+  const min = lo ?? Math.min(...finite), max = hi ?? Math.max(...finite);
+  const span = max - min || 1;
+  const step = values.length > 1 ? 88 / (values.length - 1) : 0;
+  const y = (v) => (19 - ((v - min) / span) * 18).toFixed(1);
+  const points = [];
+  values.forEach((v, i) => { if (v !== null) points.push([(1 + i * step).toFixed(1), y(v)]); });
+  if (lo !== null && hi !== null && lo < 0 && hi > 0) {  // the zero line of a signed scale
+    svg.appendChild(svgNode("line", { x1: 0, x2: 90, y1: y(0), y2: y(0), stroke: "#e3e6ec" }));
+  }
+  svg.appendChild(svgNode("polyline", {
+    points: points.map((p) => p.join(",")).join(" "), fill: "none", stroke: color, "stroke-width": 1.5,
+  }));
+  if (finite.length < values.length || finite.length === 1) {  // gaps or one value: dots
+    for (const [cx, cy] of points) svg.appendChild(svgNode("circle", { cx, cy, r: 1.8, fill: color }));
   }
   return svg;
 }
