@@ -133,7 +133,20 @@ class Settings(BaseSettings):
         "kept rankable; the oldest published beyond it are forgotten. Bounds the worker's "
         "memory for them: about (text + 4·hidden bytes) per item and model kept.",
     )
-    metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus port; 0 = off.")
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        description="Port of /metrics (Prometheus), /healthz and /readyz; 0 = off.",
+    )
+    stall_seconds: float = Field(
+        60.0,
+        ge=1,
+        le=86_400,
+        description="A partition of `events` with lag whose committed offset has not moved for "
+        "this long makes the worker not ready (/readyz 503); after twice this long the worker "
+        "exits with code 70 so that its orchestrator restarts it.",
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_auth(self) -> Settings:

@@ -20,7 +20,7 @@ from mode import Service
 from models import registry
 from schemas.kafka_security import faust_credentials
 from schemas.settings import Settings
-from workers import metrics, tuning
+from workers import health, metrics, tuning
 from workers.analytics.alerts import AlertPolicy
 from workers.kafka import faust_compat
 from workers.kafka.consumer import EagerDeliveryApp
@@ -42,6 +42,7 @@ from workers.scoring.process import ScoringProcess
 
 log = logging.getLogger(__name__)
 LAG_REPORT_SECONDS = 5.0
+WATCHDOG_SECONDS = 1.0
 _RAW: dict[str, Any] = {  # the agents read bytes: decoding is theirs, so failures are too
     "key_type": bytes,
     "value_type": bytes,
@@ -108,6 +109,11 @@ class StreamWorker:
             self.batches.handle, s.batch_size, s.batch_max_wait_ms, concurrency=BATCHES_AT_ONCE
         )
         self.ingest = Ingest(s, self.store, self.acks, self.outbox, self.expiry, self.batcher)
+        self.progress = health.ProgressWatch(
+            s.stall_seconds,
+            model_loaded=lambda: self.holder.version is not None,
+            on_stuck=functools.partial(health.exit_stalled, self.scoring_process.pid),
+        )
         self._wire()
 
     def _wire(self) -> None:
@@ -118,7 +124,8 @@ class StreamWorker:
         RebalanceHooks(app, self.acks).connect()
         app.timer(TREND_FLUSH_SECONDS)(self.trends.flush)
         app.timer(s.sweep_interval_seconds)(self.sweep)
-        app.timer(LAG_REPORT_SECONDS)(self.report_lag)
+        # progress is sampled at least four times per stall period, so a stall is seen in time
+        app.timer(min(LAG_REPORT_SECONDS, s.stall_seconds / 4))(self.report_progress)
         worker = self
 
         class Scoring(Service):
@@ -137,7 +144,8 @@ class StreamWorker:
         """Load the current model (models.control, else the registry's CURRENT) and the
         catalog items it does not know, then batch."""
         quiet_noisy_libraries()
-        metrics.serve(self.settings.metrics_port)
+        health.serve(self.settings.metrics_port, self.progress)
+        health.watchdog(self.progress, WATCHDOG_SECONDS)
         await self.publisher.start()
         await self.scoring_process.start()
         await self.follower.start(self.initial_model())
@@ -163,8 +171,21 @@ class StreamWorker:
         self.alerts.prune(time.time())
         await self.trends.close_idle()
 
-    async def report_lag(self) -> None:
-        await metrics.report_lag(self.app.consumer, self.settings.topic("events"))
+    async def report_progress(self) -> None:
+        """Lag for the metrics, committed offsets for the stall watch (which runs no clock
+        while Faust recovers tables or rebalances: no progress is expected then)."""
+        consumer, topic = self.app.consumer, self.settings.topic("events")
+        await metrics.report_lag(consumer, topic)
+        if self.app.in_recovery or self.app.rebalancing:
+            self.progress.starting("recovering tables" if self.app.in_recovery else "rebalancing")
+            return
+        self.progress.observe(
+            health.Sample(
+                tp.partition, faust_compat.committed_offset(consumer, tp), consumer.highwater(tp)
+            )
+            for tp in consumer.assignment()
+            if tp.topic == topic
+        )
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
 
@@ -53,12 +53,6 @@ MODEL_REFUSED = Counter(
 USERS = Gauge(
     "foresight_users_in_table", "Users held in this worker's sequence table", registry=REGISTRY
 )
-
-
-def serve(port: int) -> None:
-    """Expose /metrics on ``port`` (0 = off)."""
-    if port:
-        start_http_server(port, registry=REGISTRY)
 
 
 _lag_reported: set[str] = set()

@@ -124,6 +124,10 @@ class ScoringProcess:
             self._interrupted = True
             raise
 
+    def pid(self) -> int | None:
+        """The child's pid while it runs (the stall watchdog kills it before exiting)."""
+        return self._proc.pid if self._proc and self._proc.returncode is None else None
+
     def _exit_code(self) -> int | None:
         return self._proc.returncode if self._proc else None
 
