@@ -4,9 +4,26 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo test unit integration lint schemas broker-start broker-stop clean
+.PHONY: setup tools demo test unit integration lint schemas broker-start broker-stop clean
 
 setup: $(STAMP)
+
+# Deployment checkers (tests/unit/deploy): pinned Go tools built through the Go module proxy.
+TOOLS := $(abspath .tools/bin)
+GO_TOOLS := $(TOOLS)/kustomize $(TOOLS)/kubeconform $(TOOLS)/promtool $(TOOLS)/docker-compose
+tools: $(GO_TOOLS)
+$(TOOLS)/kustomize:
+	@echo "==> building kustomize (once)"; GOBIN=$(TOOLS) go install sigs.k8s.io/kustomize/kustomize/v5@v5.6.0
+$(TOOLS)/kubeconform:
+	@echo "==> building kubeconform (once)"; GOBIN=$(TOOLS) go install github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0
+$(TOOLS)/promtool:
+	@echo "==> building promtool (once; a few minutes)"; GOBIN=$(TOOLS) go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0
+# `go install` refuses compose's go.mod (exclude directives), so build it inside its module
+$(TOOLS)/docker-compose:
+	@echo "==> building docker compose (once; only its offline \`config\` is used)"
+	@scratch=$$(mktemp -d) && cd $$scratch && go mod init scratch >/dev/null 2>&1 \
+	  && dir=$$(go mod download -json github.com/docker/compose/v5@v5.6.0 | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p') \
+	  && cd "$$dir" && go build -o $(TOOLS)/docker-compose ./cmd && rm -rf $$scratch
 
 $(STAMP): pyproject.toml
 	@echo "==> setting up $(VENV) (Python packages; first time takes a few minutes: torch is large)"
@@ -19,7 +36,7 @@ demo: setup
 	@echo "==> demo: local broker, topics, a first model if none, worker, live traffic, summary"
 	$(VENV)/bin/foresight demo
 
-test: setup
+test: setup tools
 	@echo "==> lint (ruff), types (mypy), JSON Schemas, then the tests (the broker is started by them)"
 	$(VENV)/bin/ruff check schemas workers models tests
 	$(VENV)/bin/ruff format --check schemas workers models tests
@@ -46,4 +63,4 @@ broker-stop: setup
 	$(VENV)/bin/foresight broker stop
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
