@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -155,7 +156,9 @@ class ProgressWatch:
         return not reasons, {"status": "; ".join(reasons) or "ok", "lag": lags}
 
     def check(self) -> None:
-        """The watchdog's step: give up after two stall periods (once)."""
+        """The watchdog's step: keep the readiness gauge current (whether or not anything
+        probes), and give up after two stall periods (once)."""
+        self.readiness()
         if self._gave_up or not self.model_loaded():
             return  # a worker waiting for its first model is waiting, not stuck
         problems = self.problems(periods=2.0)
@@ -179,7 +182,7 @@ def exit_stalled(kill_also: Callable[[], int | None], reason: str) -> None:
     pid = kill_also()
     if pid:
         try:
-            os.kill(pid, 9)
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     logging.shutdown()

@@ -53,27 +53,6 @@ def image_environment(target: Path) -> Path:
     return venv / "bin"
 
 
-class ImageWorker(ChildProcess):
-    """`foresight worker` from the image environment, outside the repository."""
-
-    def __init__(self, bin_dir: Path, env: dict[str, str], log: Path, cwd: Path) -> None:
-        super().__init__([], env, log)
-        self.bin_dir, self.cwd = bin_dir, cwd
-
-    def start(self) -> ImageWorker:
-        with open(self.log, "ab") as handle:
-            self.proc = subprocess.Popen(
-                [str(self.bin_dir / "foresight"), "worker", "--loglevel", "warning"],
-                cwd=self.cwd,
-                env=self.env,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        return self
-
-
 async def test_the_cpu_image_environment_serves_a_model(served: Settings, tmp_path: Path) -> None:
     bin_dir = image_environment(tmp_path / "image")
     python = str(bin_dir / "python")
@@ -95,7 +74,13 @@ async def test_the_cpu_image_environment_serves_a_model(served: Settings, tmp_pa
     await create_topics(s)
     events = valid_events(500, users=50, seed=21)
     env = settings_env(s, metrics_port=port)
-    worker = ImageWorker(bin_dir, env, tmp_path / "worker.log", tmp_path).start()
+    worker = ChildProcess(  # the image's entry point, outside the repository
+        ["worker", "--loglevel", "warning"],
+        env,
+        tmp_path / "worker.log",
+        launcher=[str(bin_dir / "foresight")],
+        cwd=tmp_path,
+    ).start()
     try:
         await produce(s, s.topic("events"), keyed(events))
         async with TopicReader(s, s.topic("predictions")) as preds:

@@ -34,18 +34,27 @@ def settings_env(settings: Settings, **extra: object) -> dict[str, str]:
 
 
 class ChildProcess:
-    """A ``python -m <module> args`` child with its output in a log file."""
+    """A ``python -m <module> args`` child (or ``launcher args``, run in ``cwd``) with its
+    output in a log file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.args, self.env, self.log = args, env, log
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        log: Path,
+        launcher: list[str] | None = None,
+        cwd: Path = REPO,
+    ) -> None:
+        self.args, self.env, self.log, self.cwd = args, env, log, cwd
+        self.launcher = launcher or [sys.executable, "-m"]
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ChildProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as handle:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", *self.args],
-                cwd=REPO,
+                [*self.launcher, *self.args],
+                cwd=self.cwd,
                 env=self.env,
                 stdout=handle,
                 stderr=subprocess.STDOUT,

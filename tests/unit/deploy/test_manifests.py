@@ -1,5 +1,5 @@
 """Everything in deploy/ checked offline: Kubernetes overlays against the Kubernetes, KEDA and
-Prometheus-operator schemas, Dockerfiles linted, compose against the compose spec, alert
+Prometheus-operator schemas, Dockerfiles linted, compose parsed by docker compose, alert
 rules checked and unit-tested with promtool, the dashboard's queries against the worker's
 metrics, and every setting, file and command the files name against what exists.
 
@@ -175,15 +175,13 @@ def test_compose_checks_refuse_a_broken_file(tmp_path: Path) -> None:
     spec["services"]["worker-1"]["restartt"] = "always"
     broken = tmp_path / "compose.yaml"
     broken.write_text(yaml.safe_dump(spec))
-    schema = run(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(broken))
-    assert schema.returncode != 0
     assert run(tool("docker-compose"), "-f", str(broken), "config", "--quiet").returncode != 0
 
 
 def test_compose_file_follows_the_compose_spec_and_names_real_files() -> None:
     compose = DEPLOY / "compose.yaml"
-    checked = run(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(compose))
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    parsed = run(tool("docker-compose"), "-f", str(compose), "config", "--quiet")  # no engine
+    assert parsed.returncode == 0, parsed.stdout + parsed.stderr
     spec = yaml.safe_load(compose.read_text())
     services = spec["services"]
     assert {"kafka", "topics", "worker-1", "worker-2", "trainer", "prometheus", "grafana"} <= set(

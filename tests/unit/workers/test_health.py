@@ -46,6 +46,7 @@ def test_a_partition_with_lag_and_no_commits_stalls_then_gives_up():
     assert metrics.REGISTRY.get_sample_value("foresight_partition_stalled", {"partition": "1"}) == 0
     watch.check()
     assert stuck == []  # one period: not ready, not yet gone
+    assert metrics.REGISTRY.get_sample_value("foresight_ready") == 0
     clock.now += 10
     watch.observe([Sample(0, 100, 250), Sample(1, 50, 50)])
     watch.check()
@@ -59,6 +60,7 @@ def test_moving_or_caught_up_partitions_never_stall():
         clock.now += 5
         watch.observe([Sample(0, 100 + step, 500), Sample(1, 80, 80)])
         watch.check()
+    assert metrics.REGISTRY.get_sample_value("foresight_ready") == 1  # kept without a probe
     assert watch.readiness()[0] and stuck == []
 
 
