@@ -129,6 +129,15 @@ class Settings(BaseSettings):
             "with code 75 so that its orchestrator restarts it."
         ),
     )
+    shutdown_grace_seconds: float = Field(
+        20.0,
+        ge=1,
+        le=3600,
+        description="On SIGTERM the worker stops fetching, finishes and publishes the batches "
+        "it holds, commits and exits 0 within this many seconds; past it, it exits with code "
+        "71 (what it did not finish is delivered again). Keep it below the orchestrator's "
+        "own grace period (Kubernetes: 30 s).",
+    )
     scoring_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads.")
     catalog_max_items: int = Field(
         100_000,

@@ -20,7 +20,7 @@ from mode import Service
 from models import registry
 from schemas.kafka_security import faust_credentials
 from schemas.settings import Settings
-from workers import health, metrics, tuning
+from workers import health, metrics, shutdown, tuning
 from workers.analytics.alerts import AlertPolicy
 from workers.kafka import faust_compat
 from workers.kafka.consumer import EagerDeliveryApp
@@ -109,6 +109,7 @@ class StreamWorker:
             self.batches.handle, s.batch_size, s.batch_max_wait_ms, concurrency=BATCHES_AT_ONCE
         )
         self.ingest = Ingest(s, self.store, self.acks, self.outbox, self.expiry, self.batcher)
+        self.grace = shutdown.GracePeriod(s.shutdown_grace_seconds, self.scoring_process.pid)
         self.progress = health.ProgressWatch(
             s.stall_seconds,
             model_loaded=lambda: self.holder.version is not None,
@@ -154,6 +155,8 @@ class StreamWorker:
         tuning.tune_gc()
 
     async def stop_scoring(self) -> None:
+        """Runs after Faust's own stop waited for every delivered event to be acked (its
+        ``stream_wait_empty``), so no batch is in hand any more (see workers/shutdown.py)."""
         await self.batcher.stop()
         await self.catalog.stop()
         await self.follower.stop()
@@ -190,8 +193,6 @@ class StreamWorker:
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run one worker process until it is stopped (SIGTERM/SIGINT)."""
-    from faust.worker import Worker
-
     faust_compat.check_versions()
     worker = StreamWorker(settings)
     if worker.initial_model() is None:
@@ -200,7 +201,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
             settings.registry,
             settings.topic("models.control"),
         )
-    faust_worker = Worker(worker.app, loglevel=loglevel)
+    faust_worker = shutdown.GracefulWorker(worker.app, loglevel=loglevel, grace=worker.grace)
     # Faust's terminal spinner sets the root logger to DEBUG when the level is WARN or above,
     # so every send built a debug record nobody reads (4% of the event loop).
     faust_worker.spinner = None

@@ -71,6 +71,8 @@ class ScoringProcess:
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        if proc.stdin is not None:  # communicate() without input leaves stdin open (3.11)
+            proc.stdin.close()
         try:
             await asyncio.wait_for(proc.communicate(), 10)
         except TimeoutError:

@@ -134,7 +134,7 @@ def test_autoscaling_matches_the_workers_settings() -> None:
     assert scaled["scaleTargetRef"]["name"] == by_kind(documents, "StatefulSet")["metadata"]["name"]
 
 
-def test_probes_use_the_workers_health_endpoints() -> None:
+def test_probes_and_grace_period_match_the_worker() -> None:
     documents = build("cpu")
     settings = by_kind(documents, "ConfigMap")["data"]
     [container] = by_kind(documents, "StatefulSet")["spec"]["template"]["spec"]["containers"]
@@ -143,6 +143,11 @@ def test_probes_use_the_workers_health_endpoints() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    pod = by_kind(documents, "StatefulSet")["spec"]["template"]["spec"]
+    # the worker's own grace period ends before Kubernetes' SIGKILL
+    assert (
+        float(settings["FORESIGHT_SHUTDOWN_GRACE_SECONDS"]) < pod["terminationGracePeriodSeconds"]
+    )
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
