@@ -9,17 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from models.commands import commands as trainer_commands
 from schemas.settings import settings_or_exit
 
+T = TypeVar("T")
+
 
 @click.group()
 def main() -> None:
     """Foresight: streaming next-action prediction, fraud alerts and trends on Kafka."""
+
+
+def run_on_cluster(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``; a cluster that cannot be used ends the command with one line saying why
+    (wrong password, untrusted certificate, nothing listening), not a traceback."""
+    from workers.kafka.reach import ClusterUnreachable
+
+    try:
+        return asyncio.run(work)
+    except ClusterUnreachable as exc:
+        raise SystemExit(f"Error: {exc}") from None
 
 
 @main.command()
@@ -30,7 +45,7 @@ def worker(loglevel: str) -> None:
     from workers.kafka.topics import create_topics
 
     s = settings_or_exit()
-    asyncio.run(create_topics(s))
+    run_on_cluster(create_topics(s))
     run_worker(s, loglevel)
 
 
@@ -44,7 +59,7 @@ def topics_create() -> None:
     """Create every topic idempotently (configured partitions; models.control compacted)."""
     from workers.kafka.topics import create_topics
 
-    for name, outcome in asyncio.run(create_topics(settings_or_exit())).items():
+    for name, outcome in run_on_cluster(create_topics(settings_or_exit())).items():
         click.echo(f"{outcome:8} {name}")
 
 
@@ -53,7 +68,7 @@ def topics_list() -> None:
     """Show Foresight's topics and their partition counts."""
     from workers.kafka.topics import list_topics
 
-    for name, parts in asyncio.run(list_topics(settings_or_exit())).items():
+    for name, parts in run_on_cluster(list_topics(settings_or_exit())).items():
         click.echo(f"{name:32} {'missing' if parts is None else f'{parts} partitions'}")
 
 

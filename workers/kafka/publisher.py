@@ -27,7 +27,11 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+)
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
@@ -180,12 +184,19 @@ def exit_for_restart(timeout: float, exc: BaseException) -> None:
     a restarted worker (or the partition's next owner) redelivers it; nothing is lost. Carrying
     on would leave a gap that freezes the commit point, and a graceful stop would wait on the
     same broker, so the exit is immediate and says why, with a code that asks for a restart."""
+    if isinstance(exc, TopicAuthorizationFailedError | ClusterAuthorizationFailedError):
+        why = (
+            f"the broker does not authorize this worker's user to write an output ({exc}); "
+            "grant it WRITE and DESCRIBE on the output topics"
+        )
+    else:
+        why = (
+            f"the broker has not taken an output for {timeout:.0f} s ({type(exc).__name__}: {exc})"
+        )
     log.critical(
-        "the broker has not taken an output for %.0f s (%s: %s); exiting with code %d for a "
-        "restart: nothing unpublished was committed, so it will be redelivered",
-        timeout,
-        type(exc).__name__,
-        exc,
+        "%s; exiting with code %d for a restart: nothing unpublished was committed, so it will "
+        "be redelivered",
+        why,
         EXIT_CANNOT_PUBLISH,
     )
     logging.shutdown()

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from schemas.kafka_security import aiokafka_kwargs
 from schemas.settings import TOPIC_BASES, Settings
+from workers.kafka.reach import started_admin
 
 COMPACTED = ("models.control", "catalog")
 """Topics whose latest record per key is the truth."""
@@ -38,14 +38,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
-def _admin(settings: Settings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(**aiokafka_kwargs(settings))
-
-
 async def create_topics(settings: Settings) -> dict[str, str]:
     """Create missing topics; returns name → 'created' or 'exists'."""
-    admin = _admin(settings)
-    await admin.start()
+    admin = await started_admin(settings)
     try:
         existing = set(await admin.list_topics())
         outcome: dict[str, str] = {}
@@ -77,8 +72,7 @@ async def create_topics(settings: Settings) -> dict[str, str]:
 
 async def list_topics(settings: Settings) -> dict[str, int | None]:
     """Foresight's topics → partition count (None when missing)."""
-    admin = _admin(settings)
-    await admin.start()
+    admin = await started_admin(settings)
     try:
         names = [spec.name for spec in topic_specs(settings)]
         present = set(await admin.list_topics())

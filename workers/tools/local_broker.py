@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from workers.tools import kafka_jars
 
@@ -104,10 +105,12 @@ def fetch_jars(cache: Path, repository: str = "https://repo1.maven.org/maven2") 
     return lib
 
 
-async def _answers_metadata(bootstrap: str, timeout: float) -> bool:
+async def _answers_metadata(bootstrap: str, timeout: float, **security: Any) -> bool:
     from aiokafka import AIOKafkaClient
 
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    client = AIOKafkaClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000), **security
+    )
     try:
         await asyncio.wait_for(client.bootstrap(), timeout)
         return True
@@ -117,14 +120,15 @@ async def _answers_metadata(bootstrap: str, timeout: float) -> bool:
         await client.close()
 
 
-def answers(bootstrap: str, timeout: float = 2.0) -> bool:
-    """True when a broker at ``bootstrap`` answers a metadata request."""
+def answers(bootstrap: str, timeout: float = 2.0, **security: Any) -> bool:
+    """True when a broker at ``bootstrap`` answers a metadata request (``security``: aiokafka
+    client settings for a secured listener)."""
     host, _, port = bootstrap.rpartition(":")
     try:  # a cheap port check first keeps aiokafka from logging connection errors
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError:
         return False
-    return asyncio.run(_answers_metadata(bootstrap, timeout))
+    return asyncio.run(_answers_metadata(bootstrap, timeout, **security))
 
 
 @dataclass
@@ -175,6 +179,20 @@ class LocalBroker:
             *args,
         ]
 
+    def server_properties(self) -> str:
+        """The broker's configuration (a subclass adds listeners, TLS, SASL, an authorizer)."""
+        return SERVER_PROPERTIES.format(
+            port=self.port, controller_port=self.controller_port, data_dir=self.state_dir / "data"
+        )
+
+    def format_args(self) -> list[str]:
+        """Extra arguments for storage formatting (e.g. SCRAM credentials)."""
+        return []
+
+    def answers(self, timeout: float = 2.0) -> bool:
+        """True when this broker answers a metadata request."""
+        return answers(self.bootstrap, timeout)
+
     def _format(self, lib: Path, config: Path) -> None:
         data = self.state_dir / "data"
         if (data / "meta.properties").exists():
@@ -189,6 +207,7 @@ class LocalBroker:
             "-c",
             str(config),
             "--standalone",
+            *self.format_args(),
         )
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -197,18 +216,12 @@ class LocalBroker:
     def start(self, timeout: float = 90.0) -> float:
         """Start (or find running) and wait until it answers; returns the seconds it took."""
         began = time.monotonic()
-        if answers(self.bootstrap):  # ours from an earlier call, or someone else's: use it
+        if self.answers():  # ours from an earlier call, or someone else's: use it
             return 0.0
         lib = fetch_jars(self.jar_cache, self.maven_repository)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config = self.state_dir / "server.properties"
-        config.write_text(
-            SERVER_PROPERTIES.format(
-                port=self.port,
-                controller_port=self.controller_port,
-                data_dir=self.state_dir / "data",
-            )
-        )
+        config.write_text(self.server_properties())
         (self.state_dir / "log4j2.properties").write_text(LOG4J2)
         self._format(lib, config)
         with open(self.log_file, "ab") as log:
@@ -225,7 +238,7 @@ class LocalBroker:
                 self.pid_file.unlink(missing_ok=True)
                 tail = self.log_file.read_text(errors="replace")[-2000:]
                 raise BrokerError(f"broker exited with {proc.returncode}; log tail:\n{tail}")
-            if answers(self.bootstrap, timeout=1.0):
+            if self.answers(timeout=1.0):
                 return time.monotonic() - began
             time.sleep(0.3)
         self.stop()
