@@ -129,6 +129,14 @@ class Settings(BaseSettings):
             "with code 75 so that its orchestrator restarts it."
         ),
     )
+    session_timeout_seconds: float = Field(
+        60.0,
+        ge=6,
+        le=1800,
+        description="Kafka consumer-group session timeout: a worker that dies without leaving "
+        "(kill -9, a lost node) has its partitions handed to the others after this long. "
+        "Heartbeats go every 3 s; the broker's group.min.session.timeout.ms (6 s) bounds it.",
+    )
     shutdown_grace_seconds: float = Field(
         20.0,
         ge=1,

@@ -66,6 +66,7 @@ def build_faust_app(s: Settings) -> EagerDeliveryApp:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_interval=1.0,
+        broker_session_timeout=s.session_timeout_seconds,
         stream_buffer_maxsize=4 * s.batch_size,
         table_standby_replicas=1,
     )

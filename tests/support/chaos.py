@@ -1,0 +1,95 @@
+"""Chaos for the reliability tests and the long manual run: a replay during which workers are
+killed with SIGKILL at random moments, each kill after the pipeline has made some progress."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from schemas.settings import Settings
+from tests.support.worker_harness import TopicReader, WorkerProcess, produce
+
+
+class Seen:
+    """The event_ids predicted so far, read incrementally (a long run has 10⁵ records: parsing
+    them all at every poll would starve the workers of CPU)."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self._read = 0
+
+    def update(self, records: list) -> set[str]:
+        for record in records[self._read :]:
+            self.ids.add(orjson.loads(record.value)["event_id"])
+        self._read = len(records)
+        return self.ids
+
+
+@dataclass
+class ChaosRun:
+    """What happened: kills done, seconds taken, every prediction record read."""
+
+    kills: int = 0
+    seconds: float = 0.0
+    predictions: list = field(default_factory=list)
+    survivors: list[WorkerProcess] = field(default_factory=list)
+
+
+async def replay_with_kills(
+    settings: Settings,
+    stream: list[tuple[bytes | None, bytes]],
+    valid_ids: set[str],
+    kills: int,
+    log_dir: Path,
+    seed: int = 0,
+    rate: float = 2_000,
+    workers: int = 1,
+    restart: bool = True,
+    progress_between_kills: int = 300,
+    timeout: float = 300,
+) -> ChaosRun:
+    """Produce ``stream`` at ``rate`` while ``workers`` workers run; ``kills`` times, once
+    ``progress_between_kills`` more events are predicted, wait a random 0-1.5 s and SIGKILL a
+    random worker (started again at once when ``restart``). Returns once every valid event is
+    predicted; the caller stops ``survivors``."""
+    rng = random.Random(seed)
+    began = time.monotonic()
+    run = ChaosRun()
+    started = 0
+
+    def start() -> WorkerProcess:
+        nonlocal started
+        started += 1
+        return WorkerProcess(settings, log_dir / f"worker-{started}.log").start()
+
+    alive = [start() for _ in range(workers)]
+    seen = Seen()
+    feed = asyncio.create_task(produce(settings, settings.topic("events"), stream, rate=rate))
+    try:
+        async with TopicReader(settings, settings.topic("predictions")) as preds:
+            for _ in range(kills):
+                goal = len(seen.update(preds.records)) + progress_between_kills
+                await preds.until(lambda r, g=goal: len(seen.update(r)) >= g, timeout, alive)
+                await asyncio.sleep(rng.uniform(0, 1.5))
+                victim = alive.pop(rng.randrange(len(alive)))
+                victim.kill9()
+                run.kills += 1
+                if restart:
+                    alive.append(start())
+            await feed
+            await preds.until(lambda r: seen.update(r) >= valid_ids, timeout, alive)
+            run.predictions = preds.records
+    except BaseException:
+        for worker in alive:
+            worker.stop()
+        raise
+    finally:
+        feed.cancel()
+    run.seconds = time.monotonic() - began
+    run.survivors = alive
+    return run
