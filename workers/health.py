@@ -16,8 +16,6 @@ a blocked event loop is seen and reported rather than freezing its own health ch
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -30,6 +28,7 @@ import orjson
 from prometheus_client import Gauge, make_wsgi_app
 
 from workers import metrics
+from workers.shutdown import exit_now
 
 log = logging.getLogger(__name__)
 
@@ -171,22 +170,14 @@ def exit_stalled(kill_also: Callable[[], int | None], reason: str) -> None:
     """The watchdog's ``on_stuck``: say why and exit at once with EXIT_STALLED.
 
     A graceful stop would wait on whatever is stuck. Nothing uncommitted is lost: the
-    partition's next owner (or this worker, restarted) redelivers from the commit point. The
-    scoring child is killed first, or a stopped one would outlive us."""
+    partition's next owner (or this worker, restarted) redelivers from the commit point."""
     log.critical(
         "no progress: %s; exiting with code %d for a restart (uncommitted events are "
         "delivered again)",
         reason,
         EXIT_STALLED,
     )
-    pid = kill_also()
-    if pid:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    logging.shutdown()
-    os._exit(EXIT_STALLED)
+    exit_now(EXIT_STALLED, kill_also)
 
 
 def watchdog(watch: ProgressWatch, every: float) -> threading.Thread:

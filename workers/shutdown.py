@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 from faust.worker import Worker
 
@@ -24,6 +25,21 @@ log = logging.getLogger(__name__)
 
 EXIT_GRACE_EXPIRED = 71
 """The exit code of a stop that did not finish within the grace period."""
+
+
+def exit_now(code: int, kill_also: Callable[[], int | None] = lambda: None) -> NoReturn:
+    """Exit at once with ``code``: for a worker that must not wait on whatever is stuck.
+
+    The scoring process (``kill_also`` gives its pid) is killed first: a stopped one would
+    outlive us. Nothing uncommitted is lost: it is delivered again to the next owner."""
+    pid = kill_also()
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    logging.shutdown()
+    os._exit(code)
 
 
 class GracePeriod:
@@ -56,14 +72,7 @@ class GracePeriod:
             self.seconds,
             EXIT_GRACE_EXPIRED,
         )
-        pid = self._kill_also()
-        if pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        logging.shutdown()
-        os._exit(EXIT_GRACE_EXPIRED)
+        exit_now(EXIT_GRACE_EXPIRED, self._kill_also)
 
 
 class GracefulWorker(Worker):

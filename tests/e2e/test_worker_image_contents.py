@@ -12,7 +12,7 @@ from pathlib import Path
 
 from schemas.settings import Settings
 from tests.conftest import _free_port_pair
-from tests.integration.test_stall import probe, wait_for
+from tests.support.processes import probe, wait_for
 from tests.support.worker_harness import TopicReader, event_ids, keyed, produce, valid_events
 from workers.kafka.topics import create_topics
 from workers.tools.worker_processes import ChildProcess, settings_env

@@ -6,33 +6,19 @@ tests/manual/chaos_replay.py.)"""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 from schemas.settings import Settings
-from tests.support.chaos import replay_with_kills
+from tests.support.chaos import replay_with_kills, with_malformed
 from tests.support.worker_harness import (
     assert_commits_reach_the_end,
     event_ids,
-    keyed,
     offline_sequences,
     read_all,
     table_from_changelog,
     valid_events,
 )
 from workers.kafka.topics import create_topics
-
-
-def with_malformed(events: list[dict], count: int, seed: int) -> tuple[list, set[bytes]]:
-    """The events as keyed records with ``count`` malformed ones scattered among them."""
-    rng = random.Random(seed)
-    stream = keyed(events)
-    bad = set()
-    for i in range(count):
-        raw = b"\xff not json %d" % i if i % 2 else b'{"event_id": "bad%d", "type": "teleport"}' % i
-        bad.add(raw)
-        stream.insert(rng.randrange(len(stream)), (f"u{i}".encode(), raw))
-    return stream, bad
 
 
 async def assert_outcome(s: Settings, events: list[dict], run, malformed: set[bytes]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 
 from schemas.settings import Settings
-from tests.integration.test_stall import scoring_child
+from tests.support.processes import scoring_child
 from tests.support.worker_harness import (
     TopicReader,
     WorkerProcess,

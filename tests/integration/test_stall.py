@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
-import orjson
-
 from schemas.settings import Settings
 from tests.conftest import _free_port_pair
+from tests.support.processes import gone, probe, scoring_child, wait_for
 from tests.support.worker_harness import (
     TopicReader,
     WorkerProcess,
@@ -25,39 +22,6 @@ from tests.support.worker_harness import (
 )
 from workers.health import EXIT_STALLED
 from workers.kafka.topics import create_topics
-
-
-def probe(port: int, path: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-            return response.status, orjson.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, orjson.loads(error.read())
-
-
-def scoring_child(parent: int) -> int:
-    """The pid of the worker's scoring process (a child running workers.scoring.child)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == parent and b"workers.scoring.child" in cmdline:
-            return int(entry.name)
-    raise AssertionError(f"no scoring child under pid {parent}")
-
-
-async def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 async def test_a_frozen_scoring_process_makes_the_worker_unready_then_exit(
@@ -91,7 +55,7 @@ async def test_a_frozen_scoring_process_makes_the_worker_unready_then_exit(
         code = await asyncio.to_thread(worker.proc.wait, 60)
         assert code == EXIT_STALLED, worker.tail()
         assert "no progress: partition" in worker.tail()
-        await wait_for(lambda: not Path(f"/proc/{child}").exists() or _zombie(child), 10, "kill")
+        await wait_for(lambda: gone(child), 10, "the scoring process to be killed")
     finally:
         worker.stop()
         if child and Path(f"/proc/{child}").exists():
@@ -102,10 +66,3 @@ async def test_a_frozen_scoring_process_makes_the_worker_unready_then_exit(
         await assert_every_event_scored(s, first + second, [restarted])
     finally:
         restarted.stop()
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True

@@ -12,16 +12,11 @@ it takes about two minutes.)
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from models import registry
-from models.pipeline import train_and_register
-from schemas.settings import Settings
-from tests.conftest import _free_port_pair
-from tests.support.helpers import synthetic_history, tiny_config
+from tests.support.manual_stack import local_stack
 from tests.support.worker_harness import (
     TopicReader,
     WorkerProcess,
@@ -33,31 +28,12 @@ from tests.support.worker_harness import (
     table_from_changelog,
     valid_events,
 )
-from workers.kafka.topics import create_topics
-from workers.tools.local_broker import LocalBroker
 
 OUTAGES = ((2_500, 5.0), (6_000, 45.0))  # (predictions seen, seconds down)
 
 
 async def main(root: Path) -> None:
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    kafka = LocalBroker(_free_port_pair(), root / "kafka", Settings().home)
-    await asyncio.to_thread(kafka.start)
-    s = Settings(
-        broker=f"kafka://{kafka.bootstrap}",
-        app_id="outage",
-        store="memory://",
-        registry=root / "registry",
-        data_dir=root / "state",
-        broker_port=kafka.port,
-        metrics_port=0,
-    )
-    version, _ = train_and_register(
-        synthetic_history(), s.registry, tiny_config(), cold_start_share=None
-    )
-    registry.mark_current(s.registry, version)
-    await create_topics(s)
+    kafka, s = await local_stack(root, "outage")
     events = valid_events(10_000, users=500, seed=5)
     worker = WorkerProcess(s, root / "worker.log").start()
     feed = asyncio.create_task(

@@ -13,18 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import shutil
 import time
 import urllib.request
 from pathlib import Path
 
-from models import registry
-from models.pipeline import train_and_register
-from schemas.settings import Settings
 from tests.conftest import _free_port_pair
-from tests.integration.test_stall import scoring_child
 from tests.support.chaos import Seen
-from tests.support.helpers import synthetic_history, tiny_config
+from tests.support.manual_stack import local_stack
+from tests.support.processes import scoring_child
 from tests.support.worker_harness import (
     TopicReader,
     WorkerProcess,
@@ -33,8 +29,6 @@ from tests.support.worker_harness import (
     produce,
     valid_events,
 )
-from workers.kafka.topics import create_topics
-from workers.tools.local_broker import LocalBroker
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -52,27 +46,10 @@ def lag(port: int) -> int:
 
 
 async def main(root: Path, seconds: float, factor: float) -> None:
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    kafka = LocalBroker(_free_port_pair(), root / "kafka", Settings().home)
-    await asyncio.to_thread(kafka.start)
     port = _free_port_pair()
-    s = Settings(
-        broker=f"kafka://{kafka.bootstrap}",
-        app_id="overload",
-        store="memory://",
-        registry=root / "registry",
-        data_dir=root / "state",
-        broker_port=kafka.port,
-        metrics_port=port,
-    )
+    kafka, s = await local_stack(root, "overload", metrics_port=port)
     worker = None
     try:
-        version, _ = train_and_register(
-            synthetic_history(), s.registry, tiny_config(), cold_start_share=None
-        )
-        registry.mark_current(s.registry, version)
-        await create_topics(s)
         backlog = valid_events(40_000, users=2_000, seed=8, prefix="a")
         await produce(s, s.topic("events"), keyed(backlog))
         worker = WorkerProcess(s, root / "worker.log").start()

@@ -12,7 +12,19 @@ from pathlib import Path
 import orjson
 
 from schemas.settings import Settings
-from tests.support.worker_harness import TopicReader, WorkerProcess, produce
+from tests.support.worker_harness import TopicReader, WorkerProcess, keyed, produce
+
+
+def with_malformed(events: list[dict], count: int, seed: int) -> tuple[list, set[bytes]]:
+    """The events as keyed records with ``count`` malformed ones scattered among them."""
+    rng = random.Random(seed)
+    stream = keyed(events)
+    bad = set()
+    for i in range(count):
+        raw = b"\xff not json %d" % i if i % 2 else b'{"event_id": "bad%d", "type": "teleport"}' % i
+        bad.add(raw)
+        stream.insert(rng.randrange(len(stream)), (f"u{i}".encode(), raw))
+    return stream, bad
 
 
 class Seen:

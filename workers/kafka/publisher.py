@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from schemas.kafka_security import aiokafka_kwargs
 from schemas.settings import Settings
+from workers.shutdown import exit_now
 
 log = logging.getLogger(__name__)
 Headers = list[tuple[str, bytes]]
@@ -199,8 +199,7 @@ def exit_for_restart(timeout: float, exc: BaseException) -> None:
         why,
         EXIT_CANNOT_PUBLISH,
     )
-    logging.shutdown()
-    os._exit(EXIT_CANNOT_PUBLISH)
+    exit_now(EXIT_CANNOT_PUBLISH)
 
 
 def _hash_slot(key: bytes | None, count: int) -> int:
