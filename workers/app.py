@@ -20,7 +20,7 @@ from mode import Service
 from models import registry
 from schemas.kafka_security import faust_credentials
 from schemas.settings import Settings
-from workers import health, metrics, shutdown, tuning
+from workers import health, shutdown, tuning
 from workers.analytics.alerts import AlertPolicy
 from workers.kafka import faust_compat
 from workers.kafka.consumer import EagerDeliveryApp
@@ -176,19 +176,24 @@ class StreamWorker:
         await self.trends.close_idle()
 
     async def report_progress(self) -> None:
-        """Lag for the metrics, committed offsets for the stall watch (which runs no clock
-        while Faust recovers tables or rebalances: no progress is expected then)."""
+        """One pass over the assigned ``events`` partitions for the lag gauge and the stall
+        watch (which runs no clock while Faust recovers tables or rebalances: no progress is
+        expected then)."""
         consumer, topic = self.app.consumer, self.settings.topic("events")
-        await metrics.report_lag(consumer, topic)
         if self.app.in_recovery or self.app.rebalancing:
             self.progress.starting("recovering tables" if self.app.in_recovery else "rebalancing")
             return
         self.progress.observe(
-            health.Sample(
-                tp.partition, faust_compat.committed_offset(consumer, tp), consumer.highwater(tp)
-            )
-            for tp in consumer.assignment()
-            if tp.topic == topic
+            [
+                health.Sample(
+                    tp.partition,
+                    faust_compat.committed_offset(consumer, tp),
+                    await consumer.position(tp),
+                    consumer.highwater(tp),
+                )
+                for tp in consumer.assignment()
+                if tp.topic == topic
+            ]
         )
 
 

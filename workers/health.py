@@ -59,10 +59,12 @@ class _Partition:
 
 @dataclass(frozen=True)
 class Sample:
-    """What the event loop saw of one assigned partition: committed offset and high watermark."""
+    """What the event loop saw of one assigned partition: committed offset, fetch position and
+    high watermark."""
 
     partition: int
     committed: int | None
+    position: int | None
     highwater: int | None
 
     @property
@@ -100,13 +102,19 @@ class ProgressWatch:
                 state.since = now
 
     def observe(self, samples: Iterable[Sample]) -> None:
-        """Record one round of samples; partitions not in it are no longer ours."""
+        """Record one round of samples and set every per-partition gauge (consumer lag
+        against the fetch position, stall); partitions not in the round are no longer ours,
+        and their gauges go (a stale value would be summed into the group's lag)."""
         with self._lock:
             now = self.clock()
             self._starting, self._last_sample = None, now
             seen = set()
             for sample in samples:
                 seen.add(sample.partition)
+                if sample.highwater is not None and sample.position is not None:
+                    metrics.LAG.labels(str(sample.partition)).set(
+                        max(0, sample.highwater - sample.position)
+                    )
                 state = self._partitions.get(sample.partition)
                 lag = sample.lag
                 if state is None or state.committed != sample.committed or lag == 0:
@@ -114,8 +122,8 @@ class ProgressWatch:
                 state.lag = lag
             for partition in set(self._partitions) - seen:
                 del self._partitions[partition]
-                STALLED.remove(str(partition))
-                STALL_SECONDS.remove(str(partition))
+                for gauge in (metrics.LAG, STALLED, STALL_SECONDS):
+                    gauge.remove(str(partition))
             for partition, state in self._partitions.items():
                 stalled_for = now - state.since if state.lag else 0.0
                 STALL_SECONDS.labels(str(partition)).set(stalled_for)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
@@ -53,25 +51,3 @@ MODEL_REFUSED = Counter(
 USERS = Gauge(
     "foresight_users_in_table", "Users held in this worker's sequence table", registry=REGISTRY
 )
-
-
-_lag_reported: set[str] = set()
-
-
-async def report_lag(consumer: Any, topic: str) -> None:
-    """Set the lag gauge of each assigned partition of ``topic`` (highwater - position), and
-    drop the gauge of a partition no longer assigned (after a rebalance its lag is another
-    worker's to report; a stale value would be summed into the group's lag)."""
-    assigned = set()
-    for tp in consumer.assignment():
-        if tp.topic != topic:
-            continue
-        assigned.add(str(tp.partition))
-        highwater = consumer.highwater(tp)
-        position = await consumer.position(tp)
-        if highwater is not None and position is not None:
-            LAG.labels(str(tp.partition)).set(max(0, highwater - position))
-            _lag_reported.add(str(tp.partition))
-    for partition in _lag_reported - assigned:
-        LAG.remove(partition)
-        _lag_reported.discard(partition)

@@ -18,10 +18,10 @@ import urllib.request
 from pathlib import Path
 
 from tests.conftest import _free_port_pair
-from tests.support.chaos import Seen
 from tests.support.manual_stack import local_stack
 from tests.support.processes import scoring_child
 from tests.support.worker_harness import (
+    Seen,
     TopicReader,
     WorkerProcess,
     assert_commits_reach_the_end,

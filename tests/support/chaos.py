@@ -9,10 +9,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-
 from schemas.settings import Settings
-from tests.support.worker_harness import TopicReader, WorkerProcess, keyed, produce
+from tests.support.worker_harness import Seen, TopicReader, WorkerProcess, keyed, produce
 
 
 def with_malformed(events: list[dict], count: int, seed: int) -> tuple[list, set[bytes]]:
@@ -25,21 +23,6 @@ def with_malformed(events: list[dict], count: int, seed: int) -> tuple[list, set
         bad.add(raw)
         stream.insert(rng.randrange(len(stream)), (f"u{i}".encode(), raw))
     return stream, bad
-
-
-class Seen:
-    """The event_ids predicted so far, read incrementally (a long run has 10⁵ records: parsing
-    them all at every poll would starve the workers of CPU)."""
-
-    def __init__(self) -> None:
-        self.ids: set[str] = set()
-        self._read = 0
-
-    def update(self, records: list) -> set[str]:
-        for record in records[self._read :]:
-            self.ids.add(orjson.loads(record.value)["event_id"])
-        self._read = len(records)
-        return self.ids
 
 
 @dataclass

@@ -155,6 +155,21 @@ def event_ids(records) -> set[str]:
     return {orjson.loads(r.value)["event_id"] for r in records}
 
 
+class Seen:
+    """The event_ids predicted so far, read incrementally (a long run has 10⁵ records: parsing
+    them all at every poll would starve the workers of CPU)."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self._read = 0
+
+    def update(self, records: list) -> set[str]:
+        for record in records[self._read :]:
+            self.ids.add(orjson.loads(record.value)["event_id"])
+        self._read = len(records)
+        return self.ids
+
+
 async def assert_commits_reach_the_end(settings: Settings, timeout: float = 30.0) -> None:
     """The worker's consumer group commits every partition of ``events`` up to its end: no
     message stopped a partition's commit point."""

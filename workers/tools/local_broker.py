@@ -27,10 +27,7 @@ from workers.tools import kafka_jars
 SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
 log.dirs={data_dir}
 num.partitions=4
@@ -45,6 +42,12 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 delete.topic.enable=true
 log.retention.hours=168
+"""
+
+PLAINTEXT_LISTENERS = """\
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 """
 
 LOG4J2 = """\
@@ -179,11 +182,16 @@ class LocalBroker:
             *args,
         ]
 
+    def listener_properties(self) -> str:
+        """How clients reach the broker (a subclass secures it: TLS, SASL, an authorizer)."""
+        return PLAINTEXT_LISTENERS.format(port=self.port, controller_port=self.controller_port)
+
     def server_properties(self) -> str:
-        """The broker's configuration (a subclass adds listeners, TLS, SASL, an authorizer)."""
-        return SERVER_PROPERTIES.format(
-            port=self.port, controller_port=self.controller_port, data_dir=self.state_dir / "data"
+        """The broker's whole configuration: the common part plus the listeners."""
+        common = SERVER_PROPERTIES.format(
+            controller_port=self.controller_port, data_dir=self.state_dir / "data"
         )
+        return common + self.listener_properties()
 
     def format_args(self) -> list[str]:
         """Extra arguments for storage formatting (e.g. SCRAM credentials)."""

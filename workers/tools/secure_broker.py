@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from schemas.kafka_security import aiokafka_kwargs
 from schemas.settings import Settings
-from workers.tools.local_broker import SERVER_PROPERTIES, LocalBroker, answers
+from workers.tools.local_broker import LocalBroker, answers
 
 ADMIN = "admin"
 
@@ -109,18 +109,10 @@ class SecureLocalBroker(LocalBroker):
     def ca_file(self) -> Path:
         return self.state_dir / "tls" / "ca.pem"
 
-    def server_properties(self) -> str:
+    def listener_properties(self) -> str:
         if not self.ca_file.exists():
             make_tls(self.ca_file.parent)
-        plain = SERVER_PROPERTIES.format(
-            port=self.port, controller_port=self.controller_port, data_dir=self.state_dir / "data"
-        )
-        kept = [
-            line
-            for line in plain.splitlines()
-            if not line.startswith(("listeners=", "advertised.listeners=", "listener.security"))
-        ]
-        secured = SECURED.format(
+        return SECURED.format(
             port=self.port,
             controller_port=self.controller_port,
             admin=ADMIN,
@@ -128,7 +120,6 @@ class SecureLocalBroker(LocalBroker):
             keystore=self.ca_file.parent / "broker.pem",
             truststore=self.ca_file,
         )
-        return "\n".join(kept) + "\n" + secured
 
     def format_args(self) -> list[str]:
         args = []

@@ -7,7 +7,6 @@ import asyncio
 import numpy as np
 import orjson
 import pytest
-from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,7 +14,6 @@ from hypothesis import strategies as st
 from schemas import decode_event
 from schemas.internal import TrendPartial
 from schemas.records import TREND_TEXT_CHARS
-from workers import metrics
 from workers.analytics.alerts import AlertPolicy
 from workers.analytics.sentiment import lexicon_sentiment
 from workers.analytics.trends import TrendAccumulator, TrendAggregator
@@ -317,31 +315,3 @@ def test_a_quiet_key_closes_on_the_newest_window_of_any_key() -> None:
     closed = [t for partial in parts.drain() for t in agg.add(partial)]
     assert [t.key for t in closed] == ["item:busy"]
     assert [t.key for t in agg.flush()] == ["item:quiet"]
-
-
-class _Consumer:
-    """What report_lag reads of an aiokafka consumer: assignment, high watermark, position."""
-
-    def __init__(self, positions: dict[int, tuple[int, int]]) -> None:
-        self.positions = positions  # partition -> (position, highwater)
-
-    def assignment(self) -> set:
-        return {TopicPartition("events", p) for p in self.positions} | {TopicPartition("other", 0)}
-
-    def highwater(self, tp: TopicPartition) -> int:
-        return self.positions[tp.partition][1] if tp.topic == "events" else 99
-
-    async def position(self, tp: TopicPartition) -> int:
-        return self.positions[tp.partition][0] if tp.topic == "events" else 0
-
-
-async def test_lag_gauge_follows_the_assignment() -> None:
-    def lag(partition: int) -> float | None:
-        return metrics.REGISTRY.get_sample_value(
-            "foresight_consumer_lag", {"partition": str(partition)}
-        )
-
-    await metrics.report_lag(_Consumer({0: (5, 9), 1: (3, 3)}), "events")
-    assert (lag(0), lag(1)) == (4.0, 0.0)
-    await metrics.report_lag(_Consumer({1: (3, 7)}), "events")  # partition 0 went elsewhere
-    assert (lag(0), lag(1)) == (None, 4.0)
