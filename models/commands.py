@@ -30,7 +30,8 @@ def _duration(text: str) -> float:
     "--data",
     "data_spec",
     required=True,
-    help="ml100k:DIR | jsonl:FILE | csv:FILE | parquet:FILE | topic:NAME",
+    help="ml100k:DIR | pairs:FILE (user item a line) | jsonl:FILE | csv:FILE | parquet:FILE"
+    " | topic:NAME",
 )
 @path_option("--labels", "JSONL of {event_id, fraud} labels for the risk head.", exists=True)
 @path_option("--registry", "Registry directory (default FORESIGHT_REGISTRY).")
@@ -53,6 +54,23 @@ def _duration(text: str) -> float:
     help="Promote when the regression gate passes.",
 )
 @click.option("--users", type=int, default=None, help="Train on the first N users only.")
+@click.option(
+    "--loss",
+    type=click.Choice(["auto", "full", "sampled"]),
+    default="auto",
+    show_default=True,
+    help="Next-item loss: full softmax, sampled softmax, or auto (full up to 10,000 items).",
+)
+@click.option(
+    "--negatives", type=int, default=1024, show_default=True, help="Sampled-loss negatives."
+)
+@click.option(
+    "--dropout",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Dropout in the sequence model (sparse data such as Amazon's may want more).",
+)
 @path_option(
     "--sentiment",
     "Directory of labelled sentences (train.tsv, dev.tsv: label<TAB>text) for the sentiment "
@@ -73,6 +91,9 @@ def train(
     every,
     promote,
     users,
+    loss,
+    negatives,
+    dropout,
     sentiment,
     sentiment_layers,
     sentiment_epochs,
@@ -96,7 +117,9 @@ def train(
         epochs=epochs,
         seed=seed,
         max_len=max_len or s.max_sequence_length,
-        network=NetworkConfig(max_positions=64, top_k=s.top_k),
+        loss=loss,
+        negatives=negatives,
+        network=NetworkConfig(max_positions=64, top_k=s.top_k, dropout=dropout),
     )
     text = None
     if sentiment is not None:
@@ -160,7 +183,10 @@ def _print_report(version: str, report: dict, registry: Path) -> None:
             f"sentiment: dev accuracy {t['dev_accuracy_int8']:.4f} (int8, served; fp32 "
             f"{t['dev_accuracy']:.4f}), {t['cpu_ms_per_text']:.2f} ms per review on one CPU thread"
         )
-    click.echo(f"train time {report['train_seconds']}s")
+    click.echo(
+        f"train time {report['train_seconds']}s, {report['loss']} softmax, peak RSS "
+        f"{report['peak_rss_mb']} MB"
+    )
 
 
 @commands.group()

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import logging
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,12 @@ import orjson
 from models.contract import sha256_of
 from schemas import records
 from schemas.codec import InvalidRecord, decode_event
-from schemas.files import read_event_file, read_movielens_items, read_movielens_ratings
+from schemas.files import (
+    iter_event_file,
+    read_movielens_items,
+    read_movielens_ratings,
+    read_user_item_pairs,
+)
 from schemas.records import Event
 
 log = logging.getLogger(__name__)
@@ -63,6 +69,22 @@ def load_movielens(directory: Path) -> History:
     return History(interactions, item_text, f"ml100k:{directory}", fingerprint)
 
 
+PAIR_SPACING_SECONDS = 3600.0
+
+
+def load_pairs(path: Path) -> History:
+    """A ``user item`` file without times (e.g. Amazon Video from the SASRec repository): each
+    user's events get times one hour apart in file order, so the file's order is the sequence
+    order; no item text."""
+    interactions = []
+    position: dict[str, int] = defaultdict(int)
+    for n, (user, item) in enumerate(read_user_item_pairs(path)):
+        ts = position[user] * PAIR_SPACING_SECONDS
+        position[user] += 1
+        interactions.append(Interaction(user, item, "rating", ts, f"p{n}"))
+    return History(interactions, {}, f"pairs:{path}", sha256_of(path))
+
+
 def _labels(path: Path | None) -> dict[str, bool]:
     """event_id → fraud label from a JSONL file of {"event_id", "fraud"} lines."""
     if path is None:
@@ -76,7 +98,7 @@ def _labels(path: Path | None) -> dict[str, bool]:
     return out
 
 
-def _from_events(events: list[Event], labels: dict[str, bool], source: str, fingerprint: str):
+def _from_events(events: Iterable[Event], labels: dict[str, bool], source: str, fingerprint: str):
     """The History of a list of events (file or topic)."""
     interactions, item_text, rated = [], {}, []
     for e in events:
@@ -100,10 +122,19 @@ def _from_events(events: list[Event], labels: dict[str, bool], source: str, fing
 
 
 def load_event_file(path: Path, labels: Path | None = None) -> History:
-    events, bad = read_event_file(path)
-    if bad:
-        log.warning("%s: skipped %d invalid events", path, bad)
-    return _from_events(events, _labels(labels), f"file:{path}", sha256_of(path))
+    invalid = [0]
+
+    def valid() -> Iterator[Event]:
+        for event in iter_event_file(path):
+            if event is None:
+                invalid[0] += 1
+            else:
+                yield event
+
+    history = _from_events(valid(), _labels(labels), f"file:{path}", sha256_of(path))
+    if invalid[0]:
+        log.warning("%s: skipped %d invalid events", path, invalid[0])
+    return history
 
 
 async def _read_history(settings, topic: str) -> list[Event]:
@@ -144,10 +175,13 @@ def load_topic(settings, topic: str, labels: Path | None = None) -> History:
 
 
 def load(spec: str, settings=None, labels: Path | None = None) -> History:
-    """``ml100k:DIR`` | ``jsonl:FILE`` | ``csv:FILE`` | ``parquet:FILE`` | ``topic:NAME``."""
+    """``ml100k:DIR`` | ``pairs:FILE`` | ``jsonl:FILE`` | ``csv:FILE`` | ``parquet:FILE`` |
+    ``topic:NAME``."""
     kind, _, target = spec.partition(":")
     if kind == "ml100k":
         return load_movielens(Path(target))
+    if kind == "pairs":
+        return load_pairs(Path(target))
     if kind in ("jsonl", "csv", "parquet", "file"):
         return load_event_file(Path(target), labels)
     if kind == "topic":
@@ -156,7 +190,9 @@ def load(spec: str, settings=None, labels: Path | None = None) -> History:
         return load_topic(
             settings, settings.topic(target) if target == "events" else target, labels
         )
-    raise ValueError(f"unknown data spec {spec!r}: use ml100k:DIR, jsonl:FILE or topic:NAME")
+    raise ValueError(
+        f"unknown data spec {spec!r}: use ml100k:DIR, pairs:FILE, jsonl:FILE or topic:NAME"
+    )
 
 
 def user_sequences(interactions: list[Interaction]) -> dict[str, list[Interaction]]:

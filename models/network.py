@@ -1,9 +1,9 @@
 """The sequence Transformer: GPT-2 blocks from ``transformers`` over item, type, gap and position.
 
 Item representations fuse a learned ID embedding with a frozen, whitened MiniLM text embedding
-through a learned projection; the next-item head is tied to that table and trained with full
-softmax cross-entropy. Items never seen in training have no ID part, so they are ranked by
-their text alone (cold start); ID dropout during training teaches the model to do that well.
+through a learned projection; the next-item head is tied to that table (the loss is chosen in
+models/losses.py). Items never seen in training have no ID part, so they are ranked by their
+text alone (cold start); ID dropout during training teaches the model to do that well.
 """
 
 from __future__ import annotations
@@ -100,6 +100,18 @@ class SequenceTransformer(nn.Module):
         keep = self.seen if id_keep is None else self.seen * id_keep
         return self.item_id.weight * keep.unsqueeze(1) + self.text_proj(self.text)
 
+    def item_vectors(
+        self, items: torch.Tensor, id_keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The rows of :meth:`item_table` for ``items`` only: training never needs the rest."""
+        keep = self.seen[items] if id_keep is None else self.seen[items] * id_keep[items]
+        return self.item_id(items) * keep.unsqueeze(-1) + self.text_proj(self.text[items])
+
+    def hidden_states(self, item_ids, event_types, time_gaps, id_keep=None) -> torch.Tensor:
+        """:meth:`encode` with only the batch's own items embedded (not the whole catalog)."""
+        items, inverse = torch.unique(item_ids, return_inverse=True)
+        return self.encode(inverse, event_types, time_gaps, self.item_vectors(items, id_keep))
+
     def encode(
         self,
         item_ids: torch.Tensor,
@@ -122,7 +134,9 @@ class SequenceTransformer(nn.Module):
         return self.ln_f(x)
 
     def forward(self, item_ids, event_types, time_gaps, id_keep=None):
-        """Training/eval outputs for every position: item logits, type logits, risk logits."""
+        """Outputs for every position over the whole catalog: item logits, type logits, risk
+        logits. For small checks and the naive bench; training and evaluation never make
+        [batch, positions, n_items]."""
         table = self.item_table(id_keep)
         h = self.encode(item_ids, event_types, time_gaps, table)
         return h @ table.T, self.type_head(h), self.risk_head(h).squeeze(-1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import resource
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from models.train import (
     cold_start,
     evaluate,
     fit,
+    loss_kind,
     surprise_quantiles,
     train_config_dict,
 )
@@ -125,6 +127,8 @@ def train_and_register(
     if cold_start_share:
         report["cold_start"] = cold_start(data, cfg, cold_start_share)
     report["train_seconds"] = round(time.monotonic() - began, 1)
+    report["loss"] = loss_kind(cfg, data.vocab.n_items)
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
     version = registry.new_version()
     stage = registry.staging_dir(registry_dir, version)

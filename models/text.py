@@ -83,16 +83,21 @@ def item_text_table(
     """(whitened table, raw normalised table, the whitening), tables [n_reserved + n_items, 384].
 
     Rows of reserved slots and of items without text are zero in both; the whitening is None
-    when no item has text.
+    when no item has text. The whitening is fitted on the distinct texts.
     """
     raw = np.zeros((n_reserved + len(item_ids), TEXT_DIM), dtype=np.float32)
     white = raw.copy()
     rows = [i for i, item in enumerate(item_ids) if item_text.get(item)]
     if not rows:
         return white, raw, None
-    log.info("embedding %d item texts with all-MiniLM-L6-v2", len(rows))
-    emb = embed_texts([item_text[item_ids[i]] for i in rows])
+    texts = [item_text[item_ids[i]] for i in rows]
+    distinct = list(dict.fromkeys(texts))  # a big catalog repeats titles: embed each once
+    log.info("embedding %d distinct item texts with all-MiniLM-L6-v2", len(distinct))
+    emb = embed_texts(distinct)
     whitening = fit_whitening(emb)
-    raw[[n_reserved + i for i in rows]] = emb
-    white[[n_reserved + i for i in rows]] = whitening.apply(emb)
+    position = {t: n for n, t in enumerate(distinct)}
+    which = np.fromiter((position[t] for t in texts), dtype=np.int64, count=len(texts))
+    target = np.array(rows, dtype=np.int64) + n_reserved
+    raw[target] = emb[which]
+    white[target] = whitening.apply(emb)[which]
     return white, raw, whitening

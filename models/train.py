@@ -1,4 +1,4 @@
-"""Training: sequences → Transformer with full softmax cross-entropy → early stopping → metrics.
+"""Training: sequences → Transformer → early stopping → metrics; the loss in models/losses.py.
 
 The split, metrics and baselines follow EVAL_PROTOCOL.md exactly: leave-last-out per user, full
 ranking over all items, the user's own input items excluded. Deterministic for a seed on CPU.
@@ -24,10 +24,11 @@ from models.evaluate import (
     markov,
     metrics_from_ranks,
     most_popular,
-    target_ranks,
+    streamed_ranks,
     text_only,
 )
 from models.features import pad_batch
+from models.losses import SampledSoftmax, excluded_items, full_softmax
 from models.network import NetworkConfig, SequenceTransformer, surprise_raw
 from models.text import Whitening, item_text_table
 from models.text_export import catalog_path_metrics
@@ -35,6 +36,7 @@ from models.vocab import Vocab
 
 log = logging.getLogger(__name__)
 IGNORE = -100
+SCORES_PER_CHUNK = 1 << 24  # item scores alive at once while calibrating surprise (64 MB)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,16 @@ class TrainConfig:
         max_len (int, 50): most recent events per training window and per scored sequence.
         type_loss_weight (float, 0.5): weight of the next-event-type loss beside the
             next-item loss.
+        loss (str, "auto"): next-item loss (models/losses.py): "full" softmax over the
+            catalog, "sampled" softmax, or "auto": full up to ``full_softmax_max_items``
+            items, sampled beyond.
+        negatives (int, 1024): uniformly drawn negatives per step for the sampled loss,
+            beside the batch's own targets.
+        full_softmax_max_items (int, 10000): largest catalog "auto" trains with the full
+            softmax (its cost per step grows with the catalog).
+        val_users (int | None, None): early stopping on a seeded sample of this many
+            validation users instead of all (a full ranking of a million items per user
+            each epoch is the cost that grows); the reported metrics always use every user.
         progress (bool, True): show a progress bar per epoch.
         network (NetworkConfig, 64 positions): the network's shape and regularisation
             (models/network.py). Its ``n_items`` and ``n_types`` come from the data, and its
@@ -67,6 +79,10 @@ class TrainConfig:
     seed: int = 0
     max_len: int = 50
     type_loss_weight: float = 0.5
+    loss: str = "auto"
+    negatives: int = 1024
+    full_softmax_max_items: int = 10_000
+    val_users: int | None = None
     progress: bool = True
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(max_positions=64))
 
@@ -171,7 +187,22 @@ def _windows(
     return out
 
 
-def _window_batch(windows, max_len: int) -> dict[str, torch.Tensor]:
+def _batches(windows: list, batch_size: int, rng: random.Random) -> list[list]:
+    """Shuffled batches of windows of similar length (sorted within pools of 64 batches), so
+    a batch is padded to its own longest window, not to ``max_len``: on sparse data, where
+    most users have a handful of events, that is most of the work saved."""
+    rng.shuffle(windows)
+    pool = 64 * batch_size
+    batches = []
+    for start in range(0, len(windows), pool):
+        chunk = sorted(windows[start : start + pool], key=lambda w: w[2] - w[1])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _window_batch(windows) -> dict[str, torch.Tensor]:
+    max_len = max(2, max(e - s for _, s, e in windows))
     inputs = pad_batch(
         [u.items[s:e] for u, s, e in windows],
         [u.types[s:e] for u, s, e in windows],
@@ -202,23 +233,27 @@ def _case_batch(cases: list[EvalCase], max_len: int) -> dict[str, torch.Tensor]:
         [c.input_items for c in cases],
         [c.input_types for c in cases],
         [c.input_ts for c in cases],
-        length=max_len,
+        length=min(max_len, max(len(c.input_items) for c in cases)),
     )
     return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
-@torch.inference_mode()
-def score_cases(
-    net: SequenceTransformer, cases: list[EvalCase], max_len: int, batch_size: int = 512
-) -> np.ndarray:
-    """[cases, n_items] next-item scores after each case's input."""
-    net.eval()
-    out = []
-    for start in range(0, len(cases), batch_size):
-        b = _case_batch(cases[start : start + batch_size], max_len)
-        logits, _, _ = net(b["item_ids"], b["event_types"], b["time_gaps"])
-        out.append(logits[:, -1].numpy())
-    return np.concatenate(out) if out else np.zeros((0, net.config.n_items))
+class ModelScores:
+    """Block scorer for :func:`streamed_ranks`: hidden states of one chunk of cases at a time
+    (kept while the ranking walks the catalog), dotted with a slice of the item table."""
+
+    def __init__(self, net: SequenceTransformer, cases: list[EvalCase], max_len: int) -> None:
+        self.net, self.cases, self.max_len = net, cases, max_len
+        self.table = net.item_table()
+        self.rows: slice | None = None
+        self.hidden = torch.zeros(0)
+
+    def __call__(self, rows: slice, items: slice) -> np.ndarray:
+        if rows != self.rows:
+            b = _case_batch(self.cases[rows], self.max_len)
+            h = self.net.hidden_states(b["item_ids"], b["event_types"], b["time_gaps"])
+            self.rows, self.hidden = rows, h[:, -1]
+        return (self.hidden @ self.table[items].T).numpy()
 
 
 @torch.inference_mode()
@@ -237,9 +272,9 @@ def surprise_quantiles(net: SequenceTransformer, data: Dataset, max_len: int) ->
         for u in data.users
         if len(u.items) >= 3 and u.fraud[-2] != 1.0
     ]
-    raws = []
-    for start in range(0, len(rows), 512):
-        chunk = rows[start : start + 512]
+    raws, step = [], max(1, min(512, SCORES_PER_CHUNK // net.config.n_items))
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
         arrays = pad_batch(
             [r[0] for r in chunk], [r[1] for r in chunk], [r[2] for r in chunk], length=max_len
         )
@@ -252,8 +287,12 @@ def surprise_quantiles(net: SequenceTransformer, data: Dataset, max_len: int) ->
     return np.quantile(raw, np.linspace(0.0, 1.0, 1001)).astype(np.float32)
 
 
+@torch.inference_mode()
 def evaluate(net, cases, max_len) -> dict[str, float]:
-    return metrics_from_ranks(target_ranks(score_cases(net, cases, max_len), cases))
+    """EVAL_PROTOCOL.md metrics, streamed over chunks of users and items."""
+    net.eval()
+    scores = ModelScores(net, cases, max_len)
+    return metrics_from_ranks(streamed_ranks(scores, cases, net.config.n_items))
 
 
 @dataclass
@@ -289,37 +328,35 @@ def fit(
         n_items=data.vocab.n_items,
         n_types=data.vocab.n_types,
         max_positions=max(cfg.max_len, cfg.network.max_positions),
+        # without any item text, hiding an ID would leave the item with no vector at all
+        id_dropout=cfg.network.id_dropout if data.whitening is not None else 0.0,
     )
     net = SequenceTransformer(net_cfg, torch.from_numpy(data.text_white), seen)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    # Items absent from the training data are no one's negatives: nothing is known of them.
-    unseen_mask = (1.0 - seen) * MASKED
-    unseen_mask[:N_RESERVED_ITEMS] = MASKED
+    item_loss = _item_loss(cfg, net, train)
     val_cases = data.cases("val")
-    item_loss = nn.CrossEntropyLoss(ignore_index=IGNORE)
+    if cfg.val_users is not None and len(val_cases) > cfg.val_users:
+        val_cases = random.Random(cfg.seed).sample(val_cases, cfg.val_users)
     type_loss = nn.CrossEntropyLoss(ignore_index=IGNORE)
     curves: dict[str, list[float]] = {"loss": [], "val_ndcg@10": [], "val_hr@10": []}
     best, best_epoch, best_state, began = -1.0, 0, None, time.monotonic()
     bar = tqdm(range(1, cfg.epochs + 1), desc=label, unit="epoch", disable=not cfg.progress)
     for epoch in bar:
         net.train()
-        windows = _windows(train, cfg.max_len, rng)
-        rng.shuffle(windows)
         losses = []
-        for start in range(0, len(windows), cfg.batch_size):
-            b = _window_batch(windows[start : start + cfg.batch_size], cfg.max_len)
-            keep = (torch.rand(net_cfg.n_items) >= cfg.network.id_dropout).float()
-            item_logits, type_logits, risk_logits = net(
-                b["item_ids"], b["event_types"], b["time_gaps"], id_keep=keep
-            )
-            loss = item_loss((item_logits + unseen_mask).flatten(0, 1), b["item_t"].flatten())
+        for batch in _batches(_windows(train, cfg.max_len, rng), cfg.batch_size, rng):
+            b = _window_batch(batch)
+            keep = (torch.rand(net_cfg.n_items) >= net_cfg.id_dropout).float()
+            h = net.hidden_states(b["item_ids"], b["event_types"], b["time_gaps"], id_keep=keep)
+            has_item = b["item_t"] != IGNORE
+            loss = item_loss(h[has_item], b["item_t"][has_item], keep)
             loss = loss + cfg.type_loss_weight * type_loss(
-                type_logits.flatten(0, 1), b["type_t"].flatten()
+                net.type_head(h).flatten(0, 1), b["type_t"].flatten()
             )
             labelled = ~torch.isnan(b["risk_t"])
             if labelled.any():
                 loss = loss + nn.functional.binary_cross_entropy_with_logits(
-                    risk_logits[labelled], b["risk_t"][labelled]
+                    net.risk_head(h).squeeze(-1)[labelled], b["risk_t"][labelled]
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -339,6 +376,30 @@ def fit(
     net.load_state_dict(best_state)
     net.eval()
     return TrainResult(net, best_epoch, curves, time.monotonic() - began)
+
+
+def loss_kind(cfg: TrainConfig, n_items: int) -> str:
+    """The loss "auto" resolves to for a catalog of ``n_items``."""
+    if cfg.loss == "auto":
+        return "full" if n_items <= cfg.full_softmax_max_items else "sampled"
+    if cfg.loss not in ("full", "sampled"):
+        raise ValueError(f"unknown loss {cfg.loss!r}: use auto, full or sampled")
+    return cfg.loss
+
+
+def _item_loss(cfg: TrainConfig, net: SequenceTransformer, train: list[UserSeq]):
+    """loss(h [P, d], targets [P], id_keep) for the configured next-item loss."""
+    if loss_kind(cfg, net.config.n_items) == "sampled":
+        frequency = torch.zeros(net.config.n_items)
+        for u in train:
+            targets = [i for i in u.items[1:] if i > NO_ITEM]
+            frequency.index_add_(
+                0, torch.tensor(targets, dtype=torch.long), torch.ones(len(targets))
+            )
+        sampled = SampledSoftmax(frequency, cfg.negatives, torch.Generator().manual_seed(cfg.seed))
+        return lambda h, targets, keep: sampled(net, h, targets, keep)
+    excluded = excluded_items(net.seen, N_RESERVED_ITEMS)
+    return lambda h, targets, keep: full_softmax(h, targets, net.item_table(keep), excluded)
 
 
 def baselines(data: Dataset, cases: list[EvalCase]) -> dict[str, dict]:

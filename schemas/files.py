@@ -6,6 +6,7 @@ tool; invalid rows are counted, not fatal.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,17 +16,28 @@ from schemas.records import Event
 
 def read_event_file(path: Path) -> tuple[list[Event], int]:
     """Events from JSONL, CSV or Parquet in the Event schema; returns (valid, invalid count)."""
+    events, bad = [], 0
+    for event in iter_event_file(path):
+        if event is None:
+            bad += 1
+        else:
+            events.append(event)
+    return events, bad
+
+
+def iter_event_file(path: Path) -> Iterator[Event | None]:
+    """The rows of an event file one at a time, None for each invalid one: a JSONL file of
+    millions of events is never held as Event objects all at once."""
     rows: list[dict]
     if path.suffix in (".jsonl", ".json", ".ndjson"):
-        events, bad = [], 0
         with open(path, "rb") as fh:
             for line in fh:
                 if line.strip():
                     try:
-                        events.append(decode_event(line))
+                        yield decode_event(line)
                     except InvalidRecord:
-                        bad += 1
-        return events, bad
+                        yield None
+        return
     if path.suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as fh:
             rows = [{k: v for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(fh)]
@@ -46,13 +58,11 @@ def read_event_file(path: Path) -> tuple[list[Event], int]:
         ]
     else:
         raise ValueError(f"unknown event file type {path.suffix!r} (jsonl, csv or parquet)")
-    events, bad = [], 0
     for r in rows:
         try:
-            events.append(validate(Event, r))
+            yield validate(Event, r)
         except InvalidRecord:
-            bad += 1
-    return events, bad
+            yield None
 
 
 MOVIELENS_GENRES = (
@@ -88,4 +98,18 @@ def read_movielens_ratings(directory: Path) -> list[tuple[str, str, int, int]]:
         for line in fh:
             user, item, rating, ts = line.rstrip("\n").split("\t")
             rows.append((user, item, int(rating), int(ts)))
+    return rows
+
+
+def read_user_item_pairs(path: Path) -> list[tuple[str, str]]:
+    """A ``user item`` pair a line, each user's lines in time order (the SASRec data format)."""
+    rows = []
+    with open(path, encoding="ascii") as fh:
+        for number, line in enumerate(fh, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2:
+                raise ValueError(f"{path}:{number}: expected 'user item', got {line.strip()!r}")
+            rows.append((fields[0], fields[1]))
     return rows

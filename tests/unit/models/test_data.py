@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import orjson
+import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -75,3 +76,16 @@ def test_vocab_orders_numeric_ids_numerically_and_round_trips() -> None:
     assert vocab.item_index(None) == 1 and vocab.item_index("nope") == 2
     again = Vocab.from_json(vocab.to_json())
     assert again == vocab and again.hashes() == vocab.hashes()
+
+
+def test_user_item_pairs_keep_file_order_an_hour_apart(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.txt"
+    path.write_text("1 30\n2 7\n1 10\n\n1 30\n")
+    history = load(f"pairs:{path}")
+    seqs = user_sequences(history.interactions)
+    assert [x.item_id for x in seqs["1"]] == ["30", "10", "30"]
+    assert [x.ts for x in seqs["1"]] == [0.0, 3600.0, 7200.0]
+    assert history.item_text == {} and history.source == f"pairs:{path}"
+    path.write_text("1 30 5\n")
+    with pytest.raises(ValueError, match="expected 'user item'"):
+        load(f"pairs:{path}")
