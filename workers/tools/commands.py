@@ -80,16 +80,29 @@ def broker_status() -> None:
 @path_option("--labels", "Write per-event fraud labels (JSONL) here.")
 def generate(n, users, items, fraud_rate, seed, out, labels) -> None:
     """Synthetic e-commerce events with labelled fraud, deterministic by seed."""
+    import contextlib
+
     import orjson
+    from rich.progress import Progress
 
     from workers.tools.generator import Generator
     from workers.tools.produce import produce
 
-    pairs = list(Generator(users, items, fraud_rate, seed).events(n))
-    if labels:
-        with open(labels, "wb") as fh:
-            for e, pattern in pairs:
-                fh.write(
+    pairs = Generator(users, items, fraud_rate, seed).events(n)
+    frauds = written = 0
+    kept: list[dict] = []  # only when producing: a file is written as the events come
+    with contextlib.ExitStack() as stack:
+        events_out = stack.enter_context(open(out, "wb")) if out else None
+        labels_out = stack.enter_context(open(labels, "wb")) if labels else None
+        progress = stack.enter_context(Progress(transient=True, disable=n < 200_000))
+        task = progress.add_task("generating", total=n)
+        for e, pattern in pairs:
+            frauds += pattern is not None
+            written += 1
+            if written % 10_000 == 0:
+                progress.update(task, completed=written)
+            if labels_out:
+                labels_out.write(
                     orjson.dumps(
                         {
                             "event_id": e["event_id"],
@@ -99,16 +112,16 @@ def generate(n, users, items, fraud_rate, seed, out, labels) -> None:
                     )
                     + b"\n"
                 )
+            if events_out:
+                events_out.write(orjson.dumps(e) + b"\n")
+            else:
+                kept.append(e)
     if out:
-        with open(out, "wb") as fh:
-            for e, _ in pairs:
-                fh.write(orjson.dumps(e) + b"\n")
-        click.echo(f"wrote {len(pairs)} events to {out}")
+        click.echo(f"wrote {written} events to {out}")
     else:
-        stats = asyncio.run(produce(settings_or_exit(), [e for e, _ in pairs], len(pairs)))
+        stats = asyncio.run(produce(settings_or_exit(), kept, len(kept)))
         click.echo(f"produced {stats.sent} events in {stats.seconds:.1f}s")
-    frauds = sum(p is not None for _, p in pairs)
-    click.echo(f"{frauds} fraud events ({frauds / max(len(pairs), 1):.1%})")
+    click.echo(f"{frauds} fraud events ({frauds / max(written, 1):.1%})")
 
 
 @commands.command("replay")

@@ -8,6 +8,7 @@ account takeover, card testing, scraping, promo abuse. Labels (per event) go to 
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Iterator
@@ -86,7 +87,8 @@ class Generator:
         self.rng = random.Random(seed)
         self.items = catalogue(items, self.rng)
         weights = [1.0 / (rank + 1) ** 1.1 for rank in range(items)]  # Zipf popularity
-        self.weights = weights
+        # cumulative once: choices() would otherwise sum the whole catalogue on every draw
+        self.cum_weights = list(itertools.accumulate(weights))
         self.users = [f"user{u}" for u in range(users)]
         self.home = {
             u: (self.rng.choice(COUNTRIES), f"dev{self.rng.getrandbits(32):08x}")
@@ -122,7 +124,7 @@ class Generator:
         self.ts += self.rng.expovariate(1.0 / (mean_gap / max(busy, 0.2)))
 
     def _pick(self) -> Item:
-        return self.rng.choices(self.items, self.weights)[0]
+        return self.rng.choices(self.items, cum_weights=self.cum_weights)[0]
 
     def session(self, user: str) -> Iterator[dict]:
         rng = self.rng

@@ -1,0 +1,71 @@
+"""A catalog of a million items, by hand (issue #13 item 4): generate 5M synthetic events over
+1,000,000 items and 100,000 users, then train one epoch with the sampled softmax, reporting the
+time and peak RSS of each stage.
+
+    .venv/bin/python -m tests.manual.big_catalog [WORKDIR] [--events 5000000] [--items 1000000]
+
+Early stopping validates on a sample of 2,000 users (a full ranking of a million items each).
+Kept out of `make test`: it takes about half an hour on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from models.data import load
+from models.train import TrainConfig, build_dataset, evaluate, fit, loss_kind
+
+
+def peak_mb() -> int:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir", nargs="?", default="/tmp/foresight-big-catalog")
+    parser.add_argument("--events", type=int, default=5_000_000)
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    events = work / f"events-{args.events}-{args.items}.jsonl"
+    if not events.exists():
+        began = time.monotonic()
+        subprocess.run(
+            [sys.executable, "-m", "workers.cli", "generate", "--events", str(args.events),
+             "--items", str(args.items), "--users", str(args.users), "--out", str(events)],
+            check=True,
+        )  # fmt: skip
+        print(f"generated {args.events:,} events in {time.monotonic() - began:.0f}s", flush=True)
+    began = time.monotonic()
+    history = load(f"jsonl:{events}")
+    print(f"loaded in {time.monotonic() - began:.0f}s, peak RSS {peak_mb()} MB", flush=True)
+    began = time.monotonic()
+    data = build_dataset(history)
+    del history
+    print(
+        f"dataset: {len(data.users):,} users, {data.vocab.n_items:,} items in "
+        f"{time.monotonic() - began:.0f}s, peak RSS {peak_mb()} MB",
+        flush=True,
+    )
+    cfg = TrainConfig(epochs=1, val_users=2_000)
+    began = time.monotonic()
+    result = fit(data, cfg)
+    print(
+        f"one epoch ({loss_kind(cfg, data.vocab.n_items)} softmax) in "
+        f"{time.monotonic() - began:.0f}s, peak RSS {peak_mb()} MB; validation sample "
+        f"NDCG@10 {result.curves['val_ndcg@10'][0]:.4f}",
+        flush=True,
+    )
+    sample = data.cases("test")[:2_000]
+    print("test sample:", evaluate(result.net, sample, cfg.max_len), f"peak RSS {peak_mb()} MB")
+
+
+if __name__ == "__main__":
+    main()
