@@ -164,7 +164,8 @@ def build_dataset(history: History) -> Dataset:
                 [float("nan") if x.fraud is None else float(x.fraud) for x in s],
             )
         )
-    item_text = {i: t for i, t in history.item_text.items() if i in set(vocab.items)}
+    known = set(vocab.items)
+    item_text = {i: t for i, t in history.item_text.items() if i in known}
     vocab = Vocab(vocab.items, item_text, vocab.types)
     white, raw, whitening = item_text_table(list(vocab.items), item_text, N_RESERVED_ITEMS)
     return Dataset(vocab, users, white, raw, history.source, history.fingerprint, whitening)

@@ -68,7 +68,11 @@ class Vocab:
 
     @property
     def _type_lookup(self) -> dict[str, int]:
-        return {t: i + 1 for i, t in enumerate(self.types)}
+        cached = self.__dict__.get("_types_cache")
+        if cached is None:
+            cached = {t: i + 1 for i, t in enumerate(self.types)}
+            object.__setattr__(self, "_types_cache", cached)
+        return cached
 
     def to_json(self) -> bytes:
         return orjson.dumps(
