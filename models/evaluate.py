@@ -65,9 +65,7 @@ def streamed_ranks(
                 kept[int(start)] = block
         for start in range(0, n_items, items_per_chunk):
             stop = min(start + items_per_chunk, n_items)
-            block = kept.pop(start, None)
-            if block is None:
-                block = score_block(rows, slice(start, stop))
+            block = kept.pop(start) if start in kept else score_block(rows, slice(start, stop))
             ranks[rows] += _count_ahead(block, score, target, start)
             # the excluded items (reserved slots, the user's inputs) were counted like any other
             inside = (excluded_items >= start) & (excluded_items < stop)

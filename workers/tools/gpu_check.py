@@ -91,7 +91,8 @@ def timings(s, batch: dict[str, np.ndarray], budget: float) -> dict:
     TensorRT provider builds an engine per new shape on the first)."""
     for _ in range(3):
         s.run(None, batch)
-    took, began = [], time.perf_counter()
+    took: list[float] = []
+    began = time.perf_counter()
     while time.perf_counter() - began < budget or len(took) < 5:
         start = time.perf_counter()
         s.run(None, batch)

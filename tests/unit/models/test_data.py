@@ -6,9 +6,9 @@ import csv
 from pathlib import Path
 
 import orjson
-import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from models.data import Interaction, load, user_sequences
 from models.vocab import Vocab
