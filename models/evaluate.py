@@ -30,7 +30,8 @@ class EvalCase:
     target: int
 
 
-# (case rows, item columns) → scores [rows, columns]; the same call must give the same numbers
+# (case rows, item columns) → a new scores array [rows, columns], which the ranking overwrites
+# where an item is excluded; the same call must give the same numbers
 BlockScorer = Callable[[slice, slice], np.ndarray]
 USERS_PER_CHUNK = 1024
 ITEMS_PER_CHUNK = 16_384
@@ -66,13 +67,9 @@ def streamed_ranks(
         for start in range(0, n_items, items_per_chunk):
             stop = min(start + items_per_chunk, n_items)
             block = kept.pop(start) if start in kept else score_block(rows, slice(start, stop))
-            ranks[rows] += _count_ahead(block, score, target, start)
-            # the excluded items (reserved slots, the user's inputs) were counted like any other
             inside = (excluded_items >= start) & (excluded_items < stop)
-            r, i = excluded_rows[inside], excluded_items[inside]
-            s = block[r, i - start]
-            ahead = (s > score[r]) | ((s == score[r]) & (i < target[r]))
-            ranks[rows] -= np.bincount(r[ahead], minlength=len(chunk))
+            block[excluded_rows[inside], excluded_items[inside] - start] = -np.inf
+            ranks[rows] += _count_ahead(block, score, target, start)
     return ranks
 
 

@@ -14,6 +14,8 @@ Both score only the positions that have an item target (never [batch, positions,
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
@@ -53,6 +55,8 @@ class SampledSoftmax:
         self.share = frequency.double() / frequency.sum().clamp(min=1)
         self.negatives = negatives
         self.generator = generator
+        # the chance that a given training item is among the uniform draws: the same every step
+        self.uniform = -math.expm1(negatives * math.log1p(-1.0 / max(len(self.pool), 1)))
 
     def candidates(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(candidate items, sorted and unique; log of each one's chance to be drawn)."""
@@ -62,8 +66,7 @@ class SampledSoftmax:
         items = torch.unique(torch.cat([targets, drawn]))
         # P(j among the batch's targets) and P(j among the uniform draws), as independent events
         in_batch = -torch.expm1(len(targets) * torch.log1p(-self.share[items].clamp(max=1 - 1e-12)))
-        uniform = -torch.expm1(self.negatives * torch.log1p(torch.tensor(-1.0 / len(self.pool))))
-        chance = 1.0 - (1.0 - in_batch) * (1.0 - uniform)
+        chance = 1.0 - (1.0 - in_batch) * (1.0 - self.uniform)
         return items, torch.log(chance).float()
 
     def __call__(self, net, h: torch.Tensor, targets: torch.Tensor, id_keep) -> torch.Tensor:

@@ -391,12 +391,10 @@ def loss_kind(cfg: TrainConfig, n_items: int) -> str:
 def _item_loss(cfg: TrainConfig, net: SequenceTransformer, train: list[UserSeq]):
     """loss(h [P, d], targets [P], id_keep) for the configured next-item loss."""
     if loss_kind(cfg, net.config.n_items) == "sampled":
-        frequency = torch.zeros(net.config.n_items)
-        for u in train:
-            targets = [i for i in u.items[1:] if i > NO_ITEM]
-            frequency.index_add_(
-                0, torch.tensor(targets, dtype=torch.long), torch.ones(len(targets))
-            )
+        targets = torch.tensor(
+            [i for u in train for i in u.items[1:] if i > NO_ITEM], dtype=torch.long
+        )
+        frequency = torch.bincount(targets, minlength=net.config.n_items).float()
         sampled = SampledSoftmax(frequency, cfg.negatives, torch.Generator().manual_seed(cfg.seed))
         return lambda h, targets, keep: sampled(net, h, targets, keep)
     excluded = excluded_items(net.seen, N_RESERVED_ITEMS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import orjson
@@ -58,21 +59,13 @@ class Vocab:
     def item_id(self, index: int) -> str:
         return self.items[index - len(SPECIAL_ITEMS)]
 
-    @property
+    @cached_property
     def _item_lookup(self) -> dict[str, int]:
-        cached = self.__dict__.get("_items_cache")
-        if cached is None:
-            cached = {item: i + len(SPECIAL_ITEMS) for i, item in enumerate(self.items)}
-            object.__setattr__(self, "_items_cache", cached)
-        return cached
+        return {item: i + len(SPECIAL_ITEMS) for i, item in enumerate(self.items)}
 
-    @property
+    @cached_property
     def _type_lookup(self) -> dict[str, int]:
-        cached = self.__dict__.get("_types_cache")
-        if cached is None:
-            cached = {t: i + 1 for i, t in enumerate(self.types)}
-            object.__setattr__(self, "_types_cache", cached)
-        return cached
+        return {t: i + 1 for i, t in enumerate(self.types)}
 
     def to_json(self) -> bytes:
         return orjson.dumps(
