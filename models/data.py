@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,19 +122,7 @@ def _from_events(events: Iterable[Event], labels: dict[str, bool], source: str, 
 
 
 def load_event_file(path: Path, labels: Path | None = None) -> History:
-    invalid = [0]
-
-    def valid() -> Iterator[Event]:
-        for event in iter_event_file(path):
-            if event is None:
-                invalid[0] += 1
-            else:
-                yield event
-
-    history = _from_events(valid(), _labels(labels), f"file:{path}", sha256_of(path))
-    if invalid[0]:
-        log.warning("%s: skipped %d invalid events", path, invalid[0])
-    return history
+    return _from_events(iter_event_file(path), _labels(labels), f"file:{path}", sha256_of(path))
 
 
 async def _read_history(settings, topic: str) -> list[Event]:

@@ -57,25 +57,32 @@ def providers_available() -> list[str]:
     return [p for p in PREFERRED_PROVIDERS if p in available]
 
 
-def session_for(path: Path, threads: int | None):
-    """An onnxruntime session on the best provider that works here (GPU first)."""
+def session_on(path: Path, provider: str, threads: int | None = None):
+    """An onnxruntime session whose first provider is ``provider`` (the CPU behind a GPU one,
+    for nodes it lacks); raises ``RuntimeError`` with the reason when there can be none."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    chain = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+    try:
+        session = ort.InferenceSession(str(path), options, providers=chain)
+    except Exception as exc:  # e.g. CUDA libraries present but no GPU
+        raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
+    if session.get_providers()[0] != provider:
+        raise RuntimeError(f"fell back to {session.get_providers()[0]}")
+    return session
+
+
+def session_for(path: Path, threads: int | None):
+    """An onnxruntime session on the best provider that works here (GPU first)."""
     for provider in providers_available():
-        chain = (
-            [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
-        )
         try:
-            session = ort.InferenceSession(str(path), options, providers=chain)
-        except Exception as exc:  # e.g. CUDA libraries present but no GPU
+            return session_on(path, provider, threads), provider
+        except RuntimeError as exc:
             log.info("provider %s unavailable: %s", provider, exc)
-            continue
-        if session.get_providers()[0] == provider:
-            return session, provider
     raise ModelRefused("onnxruntime could not create a session on any provider")
 
 

@@ -43,6 +43,11 @@ from models.vocab import Vocab
 log = logging.getLogger(__name__)
 
 
+def peak_rss_mb() -> int:
+    """This process's resident-memory high-water mark so far, in MB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def _heldout_batch(data: Dataset, max_len: int, n: int = 64) -> dict[str, np.ndarray]:
     cases = data.cases("test")[:n]
     return pad_batch(
@@ -128,7 +133,7 @@ def train_and_register(
         report["cold_start"] = cold_start(data, cfg, cold_start_share)
     report["train_seconds"] = round(time.monotonic() - began, 1)
     report["loss"] = loss_kind(cfg, data.vocab.n_items)
-    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    report["peak_rss_mb"] = peak_rss_mb()
 
     version = registry.new_version()
     stage = registry.staging_dir(registry_dir, version)

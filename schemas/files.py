@@ -6,6 +6,7 @@ tool; invalid rows are counted, not fatal.
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,21 +14,29 @@ from pathlib import Path
 from schemas.codec import InvalidRecord, decode_event, validate
 from schemas.records import Event
 
+log = logging.getLogger(__name__)
 
-def read_event_file(path: Path) -> tuple[list[Event], int]:
-    """Events from JSONL, CSV or Parquet in the Event schema; returns (valid, invalid count)."""
-    events, bad = [], 0
-    for event in iter_event_file(path):
+
+def read_event_file(path: Path) -> list[Event]:
+    """The valid events of a JSONL, CSV or Parquet file in the Event schema."""
+    return list(iter_event_file(path))
+
+
+def iter_event_file(path: Path) -> Iterator[Event]:
+    """The valid events of an event file one at a time (a JSONL file of millions of events is
+    never held as Event objects all at once); the invalid rows are counted in a warning."""
+    invalid = 0
+    for event in _rows(path):
         if event is None:
-            bad += 1
+            invalid += 1
         else:
-            events.append(event)
-    return events, bad
+            yield event
+    if invalid:
+        log.warning("%s: skipped %d invalid events", path, invalid)
 
 
-def iter_event_file(path: Path) -> Iterator[Event | None]:
-    """The rows of an event file one at a time, None for each invalid one: a JSONL file of
-    millions of events is never held as Event objects all at once."""
+def _rows(path: Path) -> Iterator[Event | None]:
+    """Each row of an event file, validated; None for an invalid one."""
     rows: list[dict]
     if path.suffix in (".jsonl", ".json", ".ndjson"):
         with open(path, "rb") as fh:

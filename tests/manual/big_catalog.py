@@ -11,18 +11,14 @@ Kept out of `make test`: it takes about half an hour on two cores.
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from models.data import load
+from models.pipeline import peak_rss_mb
 from models.train import TrainConfig, build_dataset, evaluate, fit, loss_kind
-
-
-def peak_mb() -> int:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def main() -> None:
@@ -45,13 +41,13 @@ def main() -> None:
         print(f"generated {args.events:,} events in {time.monotonic() - began:.0f}s", flush=True)
     began = time.monotonic()
     history = load(f"jsonl:{events}")
-    print(f"loaded in {time.monotonic() - began:.0f}s, peak RSS {peak_mb()} MB", flush=True)
+    print(f"loaded in {time.monotonic() - began:.0f}s, peak RSS {peak_rss_mb()} MB", flush=True)
     began = time.monotonic()
     data = build_dataset(history)
     del history
     print(
         f"dataset: {len(data.users):,} users, {data.vocab.n_items:,} items in "
-        f"{time.monotonic() - began:.0f}s, peak RSS {peak_mb()} MB",
+        f"{time.monotonic() - began:.0f}s, peak RSS {peak_rss_mb()} MB",
         flush=True,
     )
     cfg = TrainConfig(epochs=1, val_users=2_000)
@@ -59,12 +55,12 @@ def main() -> None:
     result = fit(data, cfg)
     print(
         f"one epoch ({loss_kind(cfg, data.vocab.n_items)} softmax) in "
-        f"{time.monotonic() - began:.0f}s, peak RSS {peak_mb()} MB; validation sample "
+        f"{time.monotonic() - began:.0f}s, peak RSS {peak_rss_mb()} MB; validation sample "
         f"NDCG@10 {result.curves['val_ndcg@10'][0]:.4f}",
         flush=True,
     )
     sample = data.cases("test")[:2_000]
-    print("test sample:", evaluate(result.net, sample, cfg.max_len), f"peak RSS {peak_mb()} MB")
+    print("test sample:", evaluate(result.net, sample, cfg.max_len), f"peak RSS {peak_rss_mb()} MB")
 
 
 if __name__ == "__main__":

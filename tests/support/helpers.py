@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -10,6 +11,10 @@ from models.network import NetworkConfig
 from models.train import TrainConfig
 
 TYPES = ["view", "click", "add_to_cart", "purchase", "rating"]
+# read in place from ../shared/data (never copied into the repository)
+ML100K = Path(
+    os.environ.get("FORESIGHT_ML100K", Path(__file__).resolve().parents[3] / "shared/data/ml-100k")
+)
 
 
 def synthetic_history(

@@ -25,7 +25,9 @@ import numpy as np
 import orjson
 
 from models import registry
+from models.contract import N_RESERVED_ITEMS
 from models.runtime import load_artifact
+from models.vocab import Vocab
 from schemas.kafka_security import topic_reader
 from schemas.settings import Settings
 from workers.kafka.topics import create_topics
@@ -167,6 +169,17 @@ async def naive_rate(settings: Settings, n: int, workdir: Path) -> dict:
     return {"events": n, "seconds": round(seconds, 3), "events_per_s": round(rate, 1)}
 
 
+def random_batch(
+    vocab: Vocab, size: int, length: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """``size`` full sequences of random known items and types: model inputs for timing."""
+    return {
+        "item_ids": rng.integers(N_RESERVED_ITEMS, vocab.n_items, (size, length)),
+        "event_types": rng.integers(1, vocab.n_types, (size, length)),
+        "time_gaps": rng.integers(0, 32, (size, length)),
+    }
+
+
 def inference(
     directory: Path, batch_sizes=(1, 32, 256, 1024), length: int = 50, budget: float = 1.0
 ) -> dict:
@@ -175,11 +188,7 @@ def inference(
     rates: dict[str, float] = {}
     out = {"provider": loaded.provider, "sequence_length": length, "sequences_per_s": rates}
     for b in batch_sizes:
-        batch = {
-            "item_ids": rng.integers(3, loaded.vocab.n_items, (b, length)),
-            "event_types": rng.integers(1, loaded.vocab.n_types, (b, length)),
-            "time_gaps": rng.integers(0, 32, (b, length)),
-        }
+        batch = random_batch(loaded.vocab, b, length, rng)
         loaded.run(batch)
         runs, began = 0, time.perf_counter()
         while time.perf_counter() - began < budget or runs < 2:

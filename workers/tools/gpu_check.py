@@ -24,10 +24,11 @@ import numpy as np
 import orjson
 
 from models.contract import OUTPUTS
-from models.onnx_session import gpu_present
+from models.onnx_session import gpu_present, session_on
 
 NO_GPU = 3
 BATCHES = (1, 64, 256, 1024, 4096)
+LENGTH = 50  # events per timed sequence
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
@@ -61,29 +62,11 @@ def quick_model(workdir: Path) -> Path:
 
 
 def session(model: Path, provider: str):
-    """An onnxruntime session on ``provider`` only (CPU behind it for unsupported nodes), or
-    the reason there is none."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    chain = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+    """(session on ``provider``, None) or (None, why there is none)."""
     try:
-        s = ort.InferenceSession(str(model / "model.onnx"), options, providers=chain)
-    except Exception as exc:
-        return None, f"{type(exc).__name__}: {exc}"
-    if s.get_providers()[0] != provider:
-        return None, f"fell back to {s.get_providers()[0]}"
-    return s, None
-
-
-def batch_of(n: int, n_items: int, n_types: int, length: int = 50) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(n)
-    return {
-        "item_ids": rng.integers(3, n_items, (n, length)),
-        "event_types": rng.integers(1, n_types, (n, length)),
-        "time_gaps": rng.integers(0, 32, (n, length)),
-    }
+        return session_on(model / "model.onnx", provider), None
+    except RuntimeError as exc:
+        return None, str(exc)
 
 
 def timings(s, batch: dict[str, np.ndarray], budget: float) -> dict:
@@ -123,15 +106,16 @@ def agreement(s, cpu, batch: dict[str, np.ndarray]) -> dict:
 
 def measure(model: Path, providers: list[str], batches=BATCHES, budget: float = 2.0) -> dict:
     from models.vocab import Vocab
-    from workers.tools.bench import inference
+    from workers.tools.bench import inference, random_batch
 
     vocab = Vocab.load(model / "vocab.json")
+    rng = np.random.default_rng(0)
     cpu, _ = session(model, "CPUExecutionProvider")
     report: dict = {
         "gpu": gpu_name(),
         "machine": platform.platform(),
         "model": str(model),
-        "sequence_length": 50,
+        "sequence_length": LENGTH,
         "providers": {},
     }
     for provider in providers:
@@ -141,8 +125,8 @@ def measure(model: Path, providers: list[str], batches=BATCHES, budget: float = 
             continue
         entry: dict = {"batches": {}}
         for n in batches:
-            entry["batches"][str(n)] = timings(s, batch_of(n, vocab.n_items, vocab.n_types), budget)
-        entry["versus_cpu"] = agreement(s, cpu, batch_of(64, vocab.n_items, vocab.n_types))
+            entry["batches"][str(n)] = timings(s, random_batch(vocab, n, LENGTH, rng), budget)
+        entry["versus_cpu"] = agreement(s, cpu, random_batch(vocab, 64, LENGTH, rng))
         report["providers"][provider] = entry
     # the bench's scoring stage, on the provider the worker itself picks here
     report["scoring_stage"] = inference(model, batch_sizes=batches, budget=budget)

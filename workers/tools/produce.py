@@ -59,7 +59,7 @@ def source_events(
         events = movielens_events(Path(target))[:limit]
         return events, len(events)
     if kind in ("jsonl", "csv", "parquet", "file"):
-        valid, _ = read_event_file(Path(target))
+        valid = read_event_file(Path(target))
         events = [e.model_dump(mode="json", exclude_none=True) for e in valid][:limit]
         return events, len(events)
     if kind == "synthetic":

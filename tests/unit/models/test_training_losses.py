@@ -8,7 +8,7 @@ import pytest
 from models.data import load
 from models.network import NetworkConfig
 from models.train import TrainConfig, baselines, build_dataset, evaluate, fit, loss_kind
-from tests.unit.models.test_training_run import ML100K
+from tests.support.helpers import ML100K
 
 
 @pytest.fixture(scope="module")

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import orjson
 from click.testing import CliRunner
 
 from models import registry
+from tests.support.helpers import ML100K
 from workers.cli import main
-
-ML100K = Path(
-    os.environ.get("FORESIGHT_ML100K", Path(__file__).resolve().parents[4] / "shared/data/ml-100k")
-)
 
 
 def test_train_cli_on_movielens_slice(tmp_path: Path) -> None:
