@@ -71,6 +71,15 @@ def _duration(text: str) -> float:
     show_default=True,
     help="Dropout in the sequence model (sparse data such as Amazon's may want more).",
 )
+@click.option(
+    "--serving",
+    type=click.Choice(["auto", "exact", "candidates"]),
+    default="auto",
+    show_default=True,
+    help="How the worker ranks items: exact top-k in the graph, candidates from an item "
+    "index (big catalogs), or auto (exact up to --exact-max-items).",
+)
+@click.option("--exact-max-items", type=int, default=50_000, show_default=True)
 @path_option(
     "--sentiment",
     "Directory of labelled sentences (train.tsv, dev.tsv: label<TAB>text) for the sentiment "
@@ -94,6 +103,8 @@ def train(
     loss,
     negatives,
     dropout,
+    serving,
+    exact_max_items,
     sentiment,
     sentiment_layers,
     sentiment_epochs,
@@ -119,6 +130,8 @@ def train(
         max_len=max_len or s.max_sequence_length,
         loss=loss,
         negatives=negatives,
+        serving=serving,
+        exact_serving_max_items=exact_max_items,
         network=NetworkConfig(max_positions=64, top_k=s.top_k, dropout=dropout),
     )
     text = None
@@ -172,6 +185,14 @@ def _print_report(version: str, report: dict, registry: Path) -> None:
                 f"{t['hr@10']:.4f} NDCG@10 {t['ndcg@10']:.4f} (text rows differ by at most "
                 f"{t['max_abs_diff']:.1e})"
             )
+    if "candidate_path" in report:
+        c = report["candidate_path"]
+        click.echo(
+            f"candidate path ({c['users']} users): recall@10 {c['recall@10']:.4f} of exact top-10, "
+            f"normaliser error mean {c['log_normaliser_abs_error']['mean']:.4f} "
+            f"p99 {c['log_normaliser_abs_error']['p99']:.4f}, surprise error mean "
+            f"{c['surprise_abs_error']['mean']:.4f}, {c['us_per_sequence']:.0f} µs a sequence"
+        )
     g = report.get("gate", {})
     click.echo(
         f"gate: {g.get('reason')} (candidate {g.get('candidate')}, current "

@@ -29,6 +29,17 @@ OUTPUTS = {
     "user_vector": ("tensor(float)", 2),
     "log_normaliser": ("tensor(float)", 1),
 }
+#: The graph of an artifact served through the item index (manifest ``"serving":
+#: "candidates"``, models/item_index.py), which completes ``OUTPUTS`` from these: no output
+#: is computed over the whole catalog.
+CANDIDATE_OUTPUTS = {
+    "next_action": ("tensor(float)", 2),
+    "risk": ("tensor(float)", 1),
+    "user_vector": ("tensor(float)", 2),
+    "prev_vector": ("tensor(float)", 2),
+    "observed_logit": ("tensor(float)", 1),
+    "type_nll": ("tensor(float)", 1),
+}
 
 #: The sentiment graph (``sentiment.onnx``, optional in an artifact): WordPiece ids and their
 #: mask, right-padded [batch, tokens] → one score in [-1, 1] per text.

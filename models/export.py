@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.contract import INPUTS, N_RESERVED_ITEMS, OUTPUTS
-from models.network import SequenceTransformer, ServingModel
+from models.contract import CANDIDATE_OUTPUTS, INPUTS, N_RESERVED_ITEMS, OUTPUTS
+from models.network import CandidateServingModel, SequenceTransformer, ServingModel
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -47,15 +47,26 @@ def onnx_bytes(module, example: tuple, inputs: dict, outputs: dict, second_axis:
     return buffer.getvalue()
 
 
-def export_onnx(net: SequenceTransformer, quantiles: np.ndarray, path: Path) -> ServingModel:
-    """Write ``model.onnx`` for ``net``; returns the torch serving module for the parity check."""
-    serving = ServingModel(net, torch.from_numpy(np.asarray(quantiles, dtype=np.float32))).eval()
+def export_onnx(
+    net: SequenceTransformer, quantiles: np.ndarray, path: Path, candidates: bool = False
+) -> ServingModel | CandidateServingModel:
+    """Write ``model.onnx`` for ``net``: the exact graph, or with ``candidates`` the graph
+    served through the item index (models/item_index.py). Returns the torch module it came
+    from, for the parity check."""
+    serving: ServingModel | CandidateServingModel
+    if candidates:
+        serving, outputs = CandidateServingModel(net).eval(), CANDIDATE_OUTPUTS
+    else:
+        quantiles_t = torch.from_numpy(np.asarray(quantiles, dtype=np.float32))
+        serving, outputs = ServingModel(net, quantiles_t).eval(), OUTPUTS
     example = tuple(torch.zeros((2, 4), dtype=torch.int64) + k for k in (N_RESERVED_ITEMS, 1, 0))
-    path.write_bytes(onnx_bytes(serving, example, INPUTS, OUTPUTS, "sequence"))
+    path.write_bytes(onnx_bytes(serving, example, INPUTS, outputs, "sequence"))
     return serving
 
 
-def parity(serving: ServingModel, path: Path, batch: dict[str, np.ndarray]) -> float:
+def parity(
+    serving: ServingModel | CandidateServingModel, path: Path, batch: dict[str, np.ndarray]
+) -> float:
     """Max |torch - onnxruntime| over the continuous outputs; top-k indices must agree too.
 
     ``surprise`` is a calibrated step function (share of quantiles exceeded), so it may differ
@@ -63,19 +74,25 @@ def parity(serving: ServingModel, path: Path, batch: dict[str, np.ndarray]) -> f
     """
     import onnxruntime as ort
 
+    names = list(CANDIDATE_OUTPUTS if isinstance(serving, CandidateServingModel) else OUTPUTS)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = dict(zip(OUTPUTS, session.run(list(OUTPUTS), batch), strict=True))
+    got = dict(zip(names, session.run(names, batch), strict=True))
     with torch.inference_mode():
         ref = dict(
             zip(
-                OUTPUTS,
+                names,
                 (t.numpy() for t in serving(*(torch.from_numpy(batch[name]) for name in INPUTS))),
                 strict=True,
             )
         )
     worst = 0.0
-    for name in ("next_action", "top_scores", "risk", "user_vector", "log_normaliser"):
-        worst = max(worst, float(np.max(np.abs(got[name] - ref[name]))))
+    for name in names:
+        if name not in ("top_items", "surprise"):
+            worst = max(worst, float(np.max(np.abs(got[name] - ref[name]))))
+    if isinstance(serving, CandidateServingModel):
+        if worst > PARITY_TOLERANCE:
+            raise ExportError(f"ONNX parity {worst:.2e} exceeds {PARITY_TOLERANCE:.0e}")
+        return worst
     step = 1.0 / len(serving.quantiles) + 1e-6
     if np.max(np.abs(got["surprise"] - ref["surprise"])) > step:
         raise ExportError("surprise differs by more than one calibration step")

@@ -165,10 +165,12 @@ class ServingModel(nn.Module):
         blocked = torch.zeros(net.config.n_items)
         blocked[:N_RESERVED_ITEMS] = MASKED
         self.register_buffer("blocked", blocked)
+        self.table: torch.Tensor
+        # the item table computed once: the graph holds [n_items, d], not the text it came from
+        self.register_buffer("table", net.item_table().detach().clone())
 
     def forward(self, item_ids, event_types, time_gaps):
-        net = self.net
-        table = net.item_table()
+        net, table = self.net, self.table
         h = net.encode(item_ids, event_types, time_gaps, table)
         last, prev = h[:, -1], h[:, -2]
         logits = last @ table.T + self.blocked
@@ -183,6 +185,38 @@ class ServingModel(nn.Module):
         has_prefix = (event_types[:, -2] != 0).float()
         surprise = calibrated * has_prefix
         return next_action, top_items, torch.exp(top_logp), risk, surprise, last, log_normaliser
+
+
+class CandidateServingModel(nn.Module):
+    """What the worker runs for a catalog too big for exact top-k: no product with the whole
+    item table. Top-k, normalisers and surprise are completed outside the graph with the item
+    index (models/item_index.py); this graph gives what they need.
+
+    next_action, risk, user_vector  as in :class:`ServingModel`
+    prev_vector    [B, d]  the hidden state before the latest event (surprise's prediction)
+    observed_logit [B]     prev_vector · the latest event's item (0 without an item)
+    type_nll       [B]     negative log-likelihood of the latest event's type given prev
+    """
+
+    def __init__(self, net: SequenceTransformer) -> None:
+        super().__init__()
+        self.net = net
+        self.table: torch.Tensor
+        self.register_buffer("table", net.item_table().detach().clone())
+
+    def forward(self, item_ids, event_types, time_gaps):
+        net, table = self.net, self.table
+        h = net.encode(item_ids, event_types, time_gaps, table)
+        last, prev = h[:, -1], h[:, -2]
+        next_action = torch.softmax(net.type_head(last)[:, 1:], dim=-1)
+        risk = torch.sigmoid(net.risk_head(last).squeeze(-1))
+        last_item, last_type = item_ids[:, -1], event_types[:, -1]
+        has_item = (last_item >= N_RESERVED_ITEMS).float()
+        observed_logit = (prev * table[last_item]).sum(dim=-1) * has_item
+        type_logp = torch.log_softmax(net.type_head(prev)[:, 1:], dim=-1)
+        type_index = (last_type - 1).clamp(min=0)
+        type_nll = -type_logp.gather(1, type_index.unsqueeze(1)).squeeze(1)
+        return next_action, risk, last, prev, observed_logit, type_nll
 
 
 def surprise_raw(net, prev_h, table, blocked, last_item, last_type):

@@ -19,10 +19,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models import registry
-from models.contract import INPUTS, N_RESERVED_ITEMS, OUTPUTS, sha256_of
+from models.contract import CANDIDATE_OUTPUTS, INPUTS, N_RESERVED_ITEMS, OUTPUTS, sha256_of
 from models.data import History
 from models.export import OPSET, export_onnx, parity
 from models.features import pad_batch
+from models.index_export import add_item_index
 from models.network import NetworkConfig, SequenceTransformer
 from models.sentiment_artifact import SentimentSource, add_sentiment
 from models.text_export import add_text_encoder
@@ -35,6 +36,7 @@ from models.train import (
     evaluate,
     fit,
     loss_kind,
+    serving_kind,
     surprise_quantiles,
     train_config_dict,
 )
@@ -133,13 +135,19 @@ def train_and_register(
         report["cold_start"] = cold_start(data, cfg, cold_start_share)
     report["train_seconds"] = round(time.monotonic() - began, 1)
     report["loss"] = loss_kind(cfg, data.vocab.n_items)
+    report["serving"] = serving_kind(cfg, data.vocab.n_items)
     report["peak_rss_mb"] = peak_rss_mb()
 
     version = registry.new_version()
     stage = registry.staging_dir(registry_dir, version)
     quantiles = surprise_quantiles(result.net, data, cfg.max_len)
-    serving = export_onnx(result.net, quantiles, stage / "model.onnx")
+    candidates = serving_kind(cfg, data.vocab.n_items) == "candidates"
+    serving = export_onnx(result.net, quantiles, stage / "model.onnx", candidates)
     diff = parity(serving, stage / "model.onnx", _heldout_batch(data, cfg.max_len))
+    if candidates:
+        index_entry, report["candidate_path"] = add_item_index(
+            stage, result.net, data, cfg.index, quantiles, cfg.max_len
+        )
     save_file(
         {k: v.contiguous() for k, v in result.net.state_dict().items()},
         str(stage / "weights.safetensors"),
@@ -161,6 +169,9 @@ def train_and_register(
         surprise=["batch"],
         user_vector=["batch", cfg.network.hidden],
         log_normaliser=["batch"],
+        prev_vector=["batch", cfg.network.hidden],
+        observed_logit=["batch"],
+        type_nll=["batch"],
     )
     manifest = {
         "version": version,
@@ -168,7 +179,8 @@ def train_and_register(
         "sha256": sha256_of(stage / "model.onnx"),
         "opset": OPSET,
         "inputs": _io_spec(INPUTS, shapes),
-        "outputs": _io_spec(OUTPUTS, shapes),
+        "outputs": _io_spec(CANDIDATE_OUTPUTS if candidates else OUTPUTS, shapes),
+        "serving": "candidates" if candidates else "exact",
         "vocab_hashes": data.vocab.hashes(),
         "event_types": list(data.vocab.types),
         "max_sequence_length": cfg.max_len,
@@ -179,6 +191,9 @@ def train_and_register(
         "parity_max_abs_diff": diff,
         "training_data": report["data"],
     }
+    if candidates:  # the graph has no quantiles: the worker calibrates surprise with these
+        manifest["item_index"] = index_entry
+        manifest["surprise_quantiles"] = [float(q) for q in quantiles]
     if sentiment is not None:
         manifest["sentiment"] = sentiment_entry
     if data.whitening is not None:

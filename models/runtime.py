@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from models.contract import INPUTS, N_RESERVED_ITEMS, OUTPUTS, sha256_of
+from models.contract import CANDIDATE_OUTPUTS, INPUTS, N_RESERVED_ITEMS, OUTPUTS, sha256_of
+from models.item_index import INDEX_FILE, IndexConfig, ItemIndex, candidate_outputs, read_index
 from models.onnx_session import ModelRefused, checked_session
 from models.text_runtime import SentimentModel, TextEncoder, load_sentiment, load_text_encoder
 from models.vocab import Vocab
@@ -23,8 +24,9 @@ from models.vocab import Vocab
 log = logging.getLogger(__name__)
 
 #: Everything a model directory may hold: the graph, JSON metadata, safetensors weights (for
-#: fine-tuning) and the report plot. Anything else, serialized Python objects included, is refused.
-ARTIFACT_SUFFIXES = (".onnx", ".json", ".safetensors", ".png")
+#: fine-tuning), the item index of a big catalog (faiss's own layout) and the report plot.
+#: Anything else, serialized Python objects included, is refused.
+ARTIFACT_SUFFIXES = (".onnx", ".json", ".safetensors", ".faiss", ".png")
 
 
 def golden_batch(vocab: Vocab, batch: int = 3, length: int = 5) -> dict[str, np.ndarray]:
@@ -55,10 +57,57 @@ class LoadedModel:
     provider: str
     sentiment: SentimentModel | None = None  # None: trained without one (lexicon fallback)
     text_encoder: TextEncoder | None = None  # None: its items had no text (no catalog path)
+    item_index: ItemIndex | None = None  # None: exact top-k in the graph
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = list(OUTPUTS)
+        """The contract's ``OUTPUTS``, whichever way the artifact serves."""
+        if self.item_index is None:
+            return self.run_graph(inputs)
+        quantiles = np.asarray(self.manifest["surprise_quantiles"], dtype=np.float32)
+        top_k = int(self.manifest["top_k"])
+        return candidate_outputs(self.item_index, self.run_graph(inputs), inputs, quantiles, top_k)
+
+    def run_graph(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = list(graph_outputs(self.manifest))
         return dict(zip(names, self.session.run(names, inputs), strict=True))  # type: ignore[attr-defined]
+
+
+def graph_outputs(manifest: dict) -> dict[str, tuple[str, int]]:
+    """The outputs the artifact's graph must have: exact, or completed by the item index."""
+    return CANDIDATE_OUTPUTS if manifest.get("serving") == "candidates" else OUTPUTS
+
+
+def load_item_index(directory: Path, manifest: dict, vocab: Vocab, threads: int | None):
+    """The artifact's verified item index, or None when it serves exact top-k."""
+    if manifest.get("serving") != "candidates":
+        return None
+    entry = manifest.get("item_index") or {}
+    path = directory / INDEX_FILE
+    if not path.is_file():
+        raise ModelRefused(f"the manifest serves through an item index but {INDEX_FILE} is missing")
+    if sha256_of(path) != entry.get("sha256"):
+        raise ModelRefused(f"{INDEX_FILE}: sha256 differs from the manifest's")
+    quantiles = manifest.get("surprise_quantiles")
+    if not isinstance(quantiles, list) or not quantiles:
+        raise ModelRefused("the manifest has no surprise_quantiles for the candidate path")
+    try:
+        if threads:
+            import faiss
+
+            faiss.omp_set_num_threads(threads)
+        index = read_index(path)
+        config = IndexConfig(**entry["config"])
+        head = np.asarray(entry["head"], dtype=np.int64)
+    except Exception as exc:
+        raise ModelRefused(f"unreadable item index: {exc}") from None
+    expected = (vocab.n_items - N_RESERVED_ITEMS, int(manifest["network"]["hidden"]))
+    if (index.ntotal, index.d) != expected:
+        raise ModelRefused(
+            f"item index holds {index.ntotal} items of width {index.d}, the model {expected}"
+        )
+    if len(head) and (head.min() < 0 or head.max() >= index.ntotal):
+        raise ModelRefused("item index head refers to items outside the index")
+    return ItemIndex(index, head, config)
 
 
 def load_artifact(directory: Path, threads: int | None = None) -> LoadedModel:
@@ -88,12 +137,13 @@ def load_artifact(directory: Path, threads: int | None = None) -> LoadedModel:
         raise ModelRefused(f"sha256 mismatch: manifest {manifest.get('sha256')}, file {actual}")
     if vocab.hashes() != manifest.get("vocab_hashes"):
         raise ModelRefused("vocab.json does not match the manifest's vocabulary hashes")
-    for key, expected in (("inputs", INPUTS), ("outputs", OUTPUTS)):
+    for key, expected in (("inputs", INPUTS), ("outputs", graph_outputs(manifest))):
         declared = {x["name"]: (x["type"], len(x["shape"])) for x in manifest.get(key, [])}
         if declared != expected:
             raise ModelRefused(f"manifest {key} {declared} differ from the contract {expected}")
-    session, provider = checked_session(model_path, INPUTS, OUTPUTS, threads)
+    session, provider = checked_session(model_path, INPUTS, graph_outputs(manifest), threads)
     loaded = LoadedModel(manifest["version"], directory, manifest, vocab, session, provider)
+    loaded.item_index = load_item_index(directory, manifest, vocab, threads)
     try:
         outputs = loaded.run(golden_batch(vocab))
     except Exception as exc:

@@ -28,6 +28,7 @@ from models.evaluate import (
     text_only,
 )
 from models.features import pad_batch
+from models.item_index import IndexConfig
 from models.losses import SampledSoftmax, excluded_items, full_softmax
 from models.network import NetworkConfig, SequenceTransformer, surprise_raw
 from models.text import Whitening, item_text_table
@@ -64,6 +65,12 @@ class TrainConfig:
         val_users (int | None, None): early stopping on a seeded sample of this many
             validation users instead of all (a full ranking of a million items per user
             each epoch is the cost that grows); the reported metrics always use every user.
+        serving (str, "auto"): how the exported model ranks items: "exact" top-k over the
+            whole catalog inside the graph, "candidates" through an item index
+            (models/item_index.py), or "auto": exact up to ``exact_serving_max_items``.
+        exact_serving_max_items (int, 50000): largest catalog "auto" serves exactly (its cost
+            per scored event grows with the catalog: about 0.2 ms at 25,000 items on this CPU).
+        index (IndexConfig): how the item index is built and searched.
         progress (bool, True): show a progress bar per epoch.
         network (NetworkConfig, 64 positions): the network's shape and regularisation
             (models/network.py). Its ``n_items`` and ``n_types`` come from the data, and its
@@ -83,6 +90,9 @@ class TrainConfig:
     negatives: int = 1024
     full_softmax_max_items: int = 10_000
     val_users: int | None = None
+    serving: str = "auto"
+    exact_serving_max_items: int = 50_000
+    index: IndexConfig = field(default_factory=IndexConfig)
     progress: bool = True
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(max_positions=64))
 
@@ -377,6 +387,15 @@ def fit(
     net.load_state_dict(best_state)
     net.eval()
     return TrainResult(net, best_epoch, curves, time.monotonic() - began)
+
+
+def serving_kind(cfg: TrainConfig, n_items: int) -> str:
+    """The serving "auto" resolves to for a catalog of ``n_items``."""
+    if cfg.serving == "auto":
+        return "exact" if n_items <= cfg.exact_serving_max_items else "candidates"
+    if cfg.serving not in ("exact", "candidates"):
+        raise ValueError(f"unknown serving {cfg.serving!r}: use auto, exact or candidates")
+    return cfg.serving
 
 
 def loss_kind(cfg: TrainConfig, n_items: int) -> str:

@@ -16,6 +16,7 @@ from models import registry
 from models.contract import OUTPUTS, sha256_of
 from models.export import export_onnx, parity
 from models.features import pad_batch
+from models.item_index import IndexConfig, build_index, save_index
 from models.network import NetworkConfig, SequenceTransformer
 from models.runtime import ModelRefused, golden_batch, load_artifact
 from tests.support.helpers import tiny_model
@@ -30,11 +31,15 @@ def artifact(tmp_path_factory) -> Path:
     return reg / tiny_model(reg)
 
 
-@pytest.fixture
-def copy(artifact: Path, tmp_path: Path) -> Path:
+def _copy_of(artifact: Path, tmp_path: Path) -> Path:
     target = tmp_path / artifact.name
     shutil.copytree(artifact, target)
     return target
+
+
+@pytest.fixture
+def copy(artifact: Path, tmp_path: Path) -> Path:
+    return _copy_of(artifact, tmp_path)
 
 
 def _rewrite_sha(directory: Path) -> None:
@@ -235,3 +240,53 @@ def test_promote_marks_current(copy: Path) -> None:
     assert registry.current(reg) == copy.name
     assert record.sha256 == sha256_of(copy / "model.onnx")
     assert registry.versions(reg) == [copy.name]
+
+
+@pytest.fixture(scope="module")
+def candidate_artifact(tmp_path_factory) -> Path:
+    """The same training as ``artifact``, served through an item index with a normaliser
+    estimated from 8 head items and 16 sampled ones."""
+    reg = tmp_path_factory.mktemp("registry")
+    return reg / tiny_model(reg, serving="candidates", index=IndexConfig(head=8, sample=16))
+
+
+def test_candidate_artifact_scores_like_the_exact_one(artifact, candidate_artifact) -> None:
+    exact = OnnxScorer.from_directory(artifact, max_length=50)
+    candidates = OnnxScorer.from_directory(candidate_artifact, max_length=50)
+    assert candidates.loaded.item_index is not None and exact.loaded.item_index is None
+    report = orjson.loads((candidate_artifact / "report.json").read_bytes())
+    assert report["serving"] == "candidates" and report["candidate_path"]["recall@10"] == 1.0
+    sequences = _random_sequences(exact, 40, seed=5)
+    want, got = exact.run(sequences), candidates.run(sequences)
+    np.testing.assert_array_equal(got["top_items"], want["top_items"])
+    np.testing.assert_allclose(got["next_action"], want["next_action"], atol=1e-5)
+    # the normaliser is estimated: probabilities close, not equal
+    np.testing.assert_allclose(got["top_scores"], want["top_scores"], rtol=0.05)
+    assert np.mean(np.abs(got["surprise"] - want["surprise"])) < 0.05
+
+
+def test_candidate_artifact_without_its_index_refused(candidate_artifact, tmp_path) -> None:
+    copy = _copy_of(candidate_artifact, tmp_path)
+    (copy / "items.faiss").unlink()
+    with pytest.raises(ModelRefused, match=r"items\.faiss is missing"):
+        load_artifact(copy)
+
+
+def test_tampered_item_index_refused(candidate_artifact, tmp_path) -> None:
+    copy = _copy_of(candidate_artifact, tmp_path)
+    data = bytearray((copy / "items.faiss").read_bytes())
+    data[-5] ^= 0xFF
+    (copy / "items.faiss").write_bytes(bytes(data))
+    with pytest.raises(ModelRefused, match=r"items\.faiss: sha256"):
+        load_artifact(copy)
+
+
+def test_item_index_of_another_catalog_refused(candidate_artifact, tmp_path) -> None:
+    copy = _copy_of(candidate_artifact, tmp_path)
+    other = np.random.default_rng(0).standard_normal((20, 16)).astype(np.float32)
+    save_index(build_index(other, IndexConfig()), copy / "items.faiss")
+    manifest = orjson.loads((copy / "manifest.json").read_bytes())
+    manifest["item_index"]["sha256"] = sha256_of(copy / "items.faiss")
+    (copy / "manifest.json").write_bytes(orjson.dumps(manifest))
+    with pytest.raises(ModelRefused, match="item index holds 17 items"):
+        load_artifact(copy)
