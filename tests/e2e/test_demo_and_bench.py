@@ -66,7 +66,15 @@ def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
     )
     registry.mark_current(settings.registry, version)
     result = asyncio.run(
-        run_bench(settings, 600, tmp_path, naive_events=200, latency_seconds=1.0, text_share=0.05)
+        run_bench(
+            settings,
+            600,
+            tmp_path,
+            naive_events=200,
+            latency_seconds=1.0,
+            text_share=0.05,
+            load_shares=(0.25, 0.5),
+        )
     )
     assert result["raw"]["events_per_s"] > 0
     assert result["pipeline"]["events_per_s"] > 0
@@ -86,5 +94,12 @@ def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
     for label in ("without_text", "with_text"):
         assert text[label]["events"] == 600 and text[label]["latency_ms"]["p99"] > 0
     assert "| with text |" in markdown(result)
+    curve = result["latency_vs_load"]
+    assert [point["share"] for point in curve] == [0.25, 0.5]
+    half = result["pipeline"]["offered_events_per_s"]
+    assert abs(curve[0]["offered_events_per_s"] - half / 2) <= 0.1
+    assert curve[1]["p99"] == result["pipeline"]["latency_ms"]["p99"]  # the headline run
+    assert all(0 < point["p50"] <= point["p99"] for point in curve)
+    assert "| 25% |" in markdown(result) and "| 50% |" in markdown(result)
     plot_latency(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -233,6 +233,41 @@ async def text_comparison(
     return out
 
 
+#: Offered loads of the latency-versus-load curve, as shares of the measured maximum.
+LOAD_SHARES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+async def load_curve(
+    base: Settings,
+    max_rate: float,
+    shares: tuple[float, ...],
+    latency_seconds: float,
+    workdir: Path,
+    measured: dict[float, dict],
+) -> list[dict]:
+    """p50/p95/p99 at each offered share of ``max_rate`` (fresh topics and worker each);
+    shares already in ``measured`` (the headline run at half the rate) are not run again."""
+    points = []
+    for n, share in enumerate(sorted(shares)):
+        if share not in measured:
+            rate = share * max_rate
+            _say(f"latency at {share:.0%} of the maximum: {rate:.0f} ev/s offered")
+            s = _fresh(base, f"load{round(share * 100)}")
+            await create_topics(s)
+            events = [e for e, _ in Generator(seed=20 + n).events(50 + int(rate * latency_seconds))]
+            measured[share] = await pipeline_latency(s, events, rate, workdir)
+        run = measured[share]
+        points.append(
+            {
+                "share": share,
+                "offered_events_per_s": run["offered_events_per_s"],
+                "latency_events": run["latency_events"],
+                **run["latency_ms"],
+            }
+        )
+    return points
+
+
 async def run_bench(
     settings: Settings,
     n: int,
@@ -240,6 +275,7 @@ async def run_bench(
     naive_events: int | None = None,
     latency_seconds: float = 10.0,
     text_share: float | None = None,
+    load_shares: tuple[float, ...] = LOAD_SHARES,
 ) -> dict:
     version = registry.current(settings.registry)
     if version is None:
@@ -267,6 +303,9 @@ async def run_bench(
     await create_topics(lat_settings)
     lat_events = [e for e, _ in Generator(seed=8).events(50 + int(half * latency_seconds))]
     latency = await pipeline_latency(lat_settings, lat_events, half, workdir)
+    curve = await load_curve(
+        base, pipe["events_per_s"], load_shares, latency_seconds, workdir, {0.5: latency}
+    )
     n_naive = min(n, naive_events or n)
     _say(f"naive per-event agent on {n_naive} events")
     naive = await naive_rate(base, n_naive, workdir)
@@ -278,6 +317,7 @@ async def run_bench(
         "machine": machine(),
         "raw": raw,
         "pipeline": {**pipe, **latency},
+        "latency_vs_load": curve,
         "naive": naive,
         "ratios": {
             "pipeline_vs_raw": round(pipe["events_per_s"] / raw["events_per_s"], 4),

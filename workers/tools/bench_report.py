@@ -37,7 +37,9 @@ def plot_latency(result: dict, path: Path, bar_ms: float = 250.0) -> None:
 
     rows = result["pipeline"]["latency_by_second"]
     seconds = [r["second"] for r in rows]
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    curve = result.get("latency_vs_load") or []
+    fig, axes = plt.subplots(1, 2 if curve else 1, figsize=(13 if curve else 8, 3.5), squeeze=False)
+    ax = axes[0, 0]
     for key in ("p50", "p99", "max"):
         ax.plot(seconds, [r[key] for r in rows], marker=".", label=key)
     ax.axhline(bar_ms, color="grey", linestyle=":", label=f"{bar_ms:.0f} ms")
@@ -47,6 +49,24 @@ def plot_latency(result: dict, path: Path, bar_ms: float = 250.0) -> None:
         f"one worker at {result['pipeline']['offered_events_per_s']:,.0f} events/s offered"
     )
     ax.legend()
+    if curve:
+        right = axes[0, 1]
+        offered = [point["offered_events_per_s"] for point in curve]
+        for key in ("p50", "p99"):
+            right.plot(offered, [point[key] for point in curve], marker="o", label=key)
+        for point in curve:
+            right.annotate(
+                f"{point['share']:.0%}",
+                (point["offered_events_per_s"], point["p99"]),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=8,
+            )
+        right.set_xlabel("offered events/s (share of the measured maximum)")
+        right.set_ylabel("end-to-end latency, ms")
+        right.set_title("latency against load")
+        right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -80,9 +100,27 @@ def markdown(result: dict) -> str:
         + " | ".join(f"{v:,.0f}" for v in result["inference"]["sequences_per_s"].values())
         + " |",
     ]
+    if result.get("latency_vs_load"):
+        lines += ["", *_load_rows(result["latency_vs_load"])]
     if "text" in result:
         lines += ["", *_text_rows(result["text"])]
     return "\n".join(lines) + "\n"
+
+
+def _load_rows(curve: list[dict]) -> list[str]:
+    """The latency-versus-load curve as a table."""
+    rows = [
+        "Latency against offered load (a fresh worker and topics at each load):",
+        "",
+        "| offered | events/s | p50 ms | p95 ms | p99 ms |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for point in curve:
+        rows.append(
+            f"| {point['share']:.0%} | {point['offered_events_per_s']:,.0f} | {point['p50']} "
+            f"| {point['p95']} | {point['p99']} |"
+        )
+    return rows
 
 
 def _text_rows(text: dict) -> list[str]:

@@ -165,7 +165,14 @@ def replay_command(source, limit, rate, speedup, seed) -> None:
     help="Also run the pipeline without text and with this share of events carrying a "
     "20-60-word review (e.g. 0.02), and report both.",
 )
-def bench(n, naive_events, latency_seconds, json_path, text_share) -> None:
+@click.option(
+    "--load-curve",
+    default="0.1,0.25,0.5,0.75,0.9",
+    show_default=True,
+    help="Offered loads, as shares of the measured maximum, for the latency-versus-load "
+    "curve (empty: only the headline run at 0.5).",
+)
+def bench(n, naive_events, latency_seconds, json_path, text_share, load_curve) -> None:
     """raw consume vs full pipeline vs naive per-event scoring, on the real broker."""
     import orjson
 
@@ -177,7 +184,15 @@ def bench(n, naive_events, latency_seconds, json_path, text_share) -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         result = asyncio.run(
-            run_bench(s, n, json_path.parent, naive_events, latency_seconds, text_share)
+            run_bench(
+                s,
+                n,
+                json_path.parent,
+                naive_events,
+                latency_seconds,
+                text_share,
+                tuple(float(x) for x in load_curve.split(",") if x.strip()),
+            )
         )
     finally:
         if started is not None:
