@@ -39,6 +39,22 @@ END_TO_END = _histogram(
     "Event produced → prediction sent",
     tuple(ms / 1000 for ms in (*E2E_FINE_MS, 250, 500, 1000, 2500, 5000, 10_000)),
 )
+#: Where an event's time goes, per stage of its batch (one observation per batch, of its oldest
+#: event): produced → consumed by this worker ("consume"), → its batch handed over ("batch"),
+#: → scores back from the scoring process ("score"), → the batch's turn to publish after the
+#: one before it ("turn"), → its records queued in the producer ("send"), → the broker's acks
+#: of all of them ("ack").
+STAGES = ("consume", "batch", "score", "turn", "send", "ack")
+STAGE = Histogram(
+    "foresight_stage_seconds",
+    "Time an event spends in each stage of the pipeline (oldest event of each batch)",
+    ["stage"],
+    buckets=tuple(
+        ms / 1000
+        for ms in (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 250, 500, 1000)
+    ),
+    registry=REGISTRY,
+)
 LAG = Gauge(
     "foresight_consumer_lag", "Records behind the high watermark", ["partition"], registry=REGISTRY
 )

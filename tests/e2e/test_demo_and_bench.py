@@ -101,5 +101,11 @@ def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
     assert curve[1]["p99"] == result["pipeline"]["latency_ms"]["p99"]  # the headline run
     assert all(0 < point["p50"] <= point["p99"] for point in curve)
     assert "| 25% |" in markdown(result) and "| 50% |" in markdown(result)
+    stages = result["pipeline"]["stages_ms"]
+    assert list(stages) == ["consume", "batch", "score", "turn", "send", "ack"]
+    for stage in stages.values():  # every batch of the timed events passed every stage
+        assert stage["batches"] >= 1 and 0 <= stage["p50"] <= stage["p99"]
+    assert len({s["batches"] for s in stages.values()}) == 1
+    assert "| p99 |" in markdown(result)
     plot_latency(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

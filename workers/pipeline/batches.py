@@ -38,6 +38,25 @@ BATCHES_AT_ONCE = 2
 """Batches being scored or published at once: one in the scoring process, one publishing."""
 
 
+class StageClock:
+    """Times one batch's stages (workers/metrics.py ``STAGE``), from its oldest event's
+    production and consumption to the broker's acks: where the end-to-end latency goes."""
+
+    def __init__(self, oldest: Job) -> None:
+        now = time.time()
+        if oldest.produced_at:
+            metrics.STAGE.labels("consume").observe(
+                max(0.0, oldest.ingested_at - oldest.produced_at)
+            )
+        metrics.STAGE.labels("batch").observe(max(0.0, now - oldest.ingested_at))
+        self.last = now
+
+    def lap(self, stage: str) -> None:
+        now = time.time()
+        metrics.STAGE.labels(stage).observe(max(0.0, now - self.last))
+        self.last = now
+
+
 class Failure(NamedTuple):
     """A job that goes to the DLQ instead of being predicted, and why."""
 
@@ -72,24 +91,29 @@ class BatchPublisher:
             turn.set_result(None)
 
     async def _score_and_publish(self, jobs: list[Job], previous: asyncio.Future | None) -> None:
+        clock = StageClock(jobs[0])
         scorer = await self.holder.wait()  # read once: a swap lands between batches only
         metrics.BATCH_SIZE.observe(len(jobs))
         scored, scores, failed = await self.score_isolating(scorer, jobs)
+        clock.lap("score")
         if failed:
             first = failed[0].reason
             log.warning("%d of %d sequences could not be scored: %s", len(failed), len(jobs), first)
         if previous is not None:
             await previous
         await self.in_flight.acquire()
+        clock.lap("turn")
         try:
             futures, predicted = await self.publish(jobs, scored, scores, failed, scorer)
         except Exception as exc:  # outputs that cannot be queued: the worker cannot go on
             self.in_flight.release()
             self.publisher.fail(exc)
             raise
+        clock.lap("send")
         slots = [j.slot for j in jobs]
         delivered = self.outbox.ack_when_delivered(slots, futures, scored=predicted)
         delivered.add_done_callback(lambda _: self.in_flight.release())
+        delivered.add_done_callback(lambda _: clock.lap("ack"))
 
     async def score_isolating(
         self, scorer: Scorer, jobs: list[Job]

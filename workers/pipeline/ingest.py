@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from schemas.codec import InvalidRecord, decode_event
 from schemas.records import Event
@@ -39,6 +39,7 @@ class Job:
     encoded: bytes  # the prefix in the table's encoding, as the scoring process reads it
     produced_at: float  # Kafka record timestamp, epoch seconds (Faust converts from ms)
     sequence_after: bytes  # the user's stored sequence after this event, for the changelog
+    ingested_at: float = field(default_factory=time.time)  # epoch seconds, for stage timings
 
 
 @dataclass

@@ -5,6 +5,8 @@ raw       aiokafka reading the input topic as fast as it can (no work per event)
 pipeline  one ``foresight worker`` process scoring every event (throughput on a backlog;
           latency at a fixed offered load of half that throughput, overall and per second,
           so a stall of a shared machine shows as one bad second, not a mystery p99)
+          and where it goes: the worker's per-stage histograms (workers/metrics.py ``STAGE``)
+          over the timed events, and a latency-versus-load curve at shares of the maximum
 naive     a Faust agent scoring each event unbatched with the torch model
 inference onnxruntime alone, sequences/s by batch size at sequence length 50
 text      (with --text-share) the pipeline again on the same events without any text and with
@@ -13,16 +15,21 @@ text      (with --text-share) the pipeline again on the same events without any 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import time
+import urllib.request
 import uuid
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from models import registry
 from models.contract import N_RESERVED_ITEMS
@@ -31,6 +38,8 @@ from models.vocab import Vocab
 from schemas.kafka_security import topic_reader
 from schemas.settings import Settings
 from workers.kafka.topics import create_topics
+from workers.metrics import STAGES
+from workers.monitor.worker_metrics import histogram_quantile
 from workers.tools.bench_report import latency_by_second
 from workers.tools.generator import Generator
 from workers.tools.produce import produce
@@ -120,20 +129,58 @@ async def pipeline_rate(settings: Settings, n: int, workdir: Path) -> dict:
     }
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stage_buckets(port: int) -> dict[str, dict[float, float]]:
+    """The worker's per-stage histograms: stage → cumulative count by upper bound."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+        text = page.read().decode()
+    out: dict[str, dict[float, float]] = defaultdict(dict)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "foresight_stage_seconds_bucket":
+                out[sample.labels["stage"]][float(sample.labels["le"])] = sample.value
+    return out
+
+
+def stage_latency(before: dict, after: dict) -> dict:
+    """p50/p99 in ms of each stage between two scrapes (the batches in between)."""
+    out = {}
+    for stage in STAGES:
+        counts = {b: n - before.get(stage, {}).get(b, 0.0) for b, n in after.get(stage, {}).items()}
+        p50, p99 = (histogram_quantile(q, counts) for q in (0.5, 0.99))
+        out[stage] = {
+            "batches": int(max(counts.values(), default=0)),
+            "p50": None if p50 is None else round(1000 * p50, 2),
+            "p99": None if p99 is None else round(1000 * p99, 2),
+        }
+    return out
+
+
 async def pipeline_latency(
     settings: Settings, events: list[dict], rate: float, workdir: Path
 ) -> dict:
-    """p50/p95/p99 of produce → prediction at a fixed offered load (fresh topics)."""
-    worker = WorkerProcess(settings, workdir / "latency-worker.log", metrics_port=0).start()
+    """p50/p95/p99 of produce → prediction at a fixed offered load (fresh topics), and the
+    worker's per-stage timings of the timed events."""
+    port = _free_port()
+    worker = WorkerProcess(settings, workdir / "latency-worker.log", metrics_port=port).start()
     try:
         warm = events[:50]
         await produce(settings, warm, len(warm), progress=False)
         await _consume_all(settings, settings.topic("predictions"), len(warm), 120, worker)
+        await asyncio.sleep(0.5)  # the warm-up batches' acks, so that they count before
+        before = stage_buckets(port)
         timed = events[50:]
         await produce(settings, timed, len(timed), rate=rate, progress=False)
         records = await _consume_all(
             settings, settings.topic("predictions"), len(events), 300, worker
         )
+        await asyncio.sleep(0.5)  # the last batch's acks land just after its predictions
+        stages = stage_latency(before, stage_buckets(port))
     finally:
         worker.stop()
     # By event_id, not by position: the consumer reads partition by partition, so the warm-up
@@ -152,6 +199,7 @@ async def pipeline_latency(
         "latency_by_second": latency_by_second(
             np.array([ts for ts, _ in timed_records], dtype=float), latencies
         ),
+        "stages_ms": stages,
     }
 
 
@@ -263,6 +311,7 @@ async def load_curve(
                 "offered_events_per_s": run["offered_events_per_s"],
                 "latency_events": run["latency_events"],
                 **run["latency_ms"],
+                "stages_p99_ms": {k: v["p99"] for k, v in run["stages_ms"].items()},
             }
         )
     return points

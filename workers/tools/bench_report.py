@@ -100,11 +100,29 @@ def markdown(result: dict) -> str:
         + " | ".join(f"{v:,.0f}" for v in result["inference"]["sequences_per_s"].values())
         + " |",
     ]
+    if p.get("stages_ms"):
+        lines += ["", *_stage_rows(p["stages_ms"])]
     if result.get("latency_vs_load"):
         lines += ["", *_load_rows(result["latency_vs_load"])]
     if "text" in result:
         lines += ["", *_text_rows(result["text"])]
     return "\n".join(lines) + "\n"
+
+
+def _stage_rows(stages: dict) -> list[str]:
+    """Where the latency run's time went, stage by stage (one sample per batch)."""
+    names = list(stages)
+    return [
+        "Where the time goes in the latency run (the worker's per-stage histograms, oldest "
+        "event of each batch; bucket-interpolated):",
+        "",
+        "| ms | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+        *(
+            f"| {q} | " + " | ".join(f"{stages[n][q]}" for n in names) + " |"
+            for q in ("p50", "p99")
+        ),
+    ]
 
 
 def _load_rows(curve: list[dict]) -> list[str]:

@@ -303,6 +303,20 @@ def test_latency_by_second_buckets_by_produce_time() -> None:
     assert [(r["second"], r["events"], r["max"]) for r in rows] == [(0, 3, 900.0), (1, 1, 50.0)]
 
 
+def test_stage_latency_counts_only_the_batches_between_two_scrapes() -> None:
+    from workers.tools.bench import stage_latency
+
+    before = {"score": {0.001: 5.0, 0.01: 5.0, float("inf"): 5.0}}  # warm-up: 5 fast batches
+    after = {
+        "score": {0.001: 5.0, 0.01: 105.0, float("inf"): 105.0},  # then 100 in (1, 10] ms
+        "ack": {0.001: 0.0, 0.01: 0.0, float("inf"): 0.0},
+    }
+    stages = stage_latency(before, after)
+    assert stages["score"] == {"batches": 100, "p50": 5.5, "p99": 9.91}
+    assert stages["ack"] == {"batches": 0, "p50": None, "p99": None}
+    assert stages["turn"]["batches"] == 0  # a stage the worker never reported
+
+
 def test_a_quiet_key_closes_on_the_newest_window_of_any_key() -> None:
     agg = TrendAggregator(10)
     parts = TrendAccumulator(10)
