@@ -55,6 +55,8 @@ STAGE = Histogram(
     ),
     registry=REGISTRY,
 )
+for _stage in STAGES:  # every stage's series exists from the start, at zero
+    STAGE.labels(_stage)
 LAG = Gauge(
     "foresight_consumer_lag", "Records behind the high watermark", ["partition"], registry=REGISTRY
 )

@@ -264,6 +264,7 @@ def test_every_dashboard_and_alert_query_reads_metrics_the_worker_exposes(tmp_pa
         "foresight_end_to_end_seconds_bucket",
         "foresight_batch_size_bucket",
         "foresight_inference_seconds_bucket",
+        "foresight_stage_seconds_bucket",
         "foresight_consumer_lag",
         "foresight_alerts_total",
         "foresight_model_info",
