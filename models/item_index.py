@@ -19,7 +19,7 @@ Torch-free: the worker imports it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import faiss
@@ -51,7 +51,7 @@ class IndexConfig:
     seed: int = 0
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return asdict(self)
 
 
 def build_index(table: np.ndarray, config: IndexConfig, threads: int | None = None):

@@ -142,7 +142,28 @@ class SequenceTransformer(nn.Module):
         return h @ table.T, self.type_head(h), self.risk_head(h).squeeze(-1)
 
 
-class ServingModel(nn.Module):
+class _Serving(nn.Module):
+    """What both serving graphs share: the network over the item table computed once (the
+    graph holds ``[n_items, d]``, not the text it came from), and the heads of the latest
+    event."""
+
+    def __init__(self, net: SequenceTransformer) -> None:
+        super().__init__()
+        self.net = net
+        self.table: torch.Tensor
+        self.register_buffer("table", net.item_table().detach().clone())
+
+    def latest(self, item_ids, event_types, time_gaps):
+        """(last hidden state, the one before it, next-action probabilities, risk)."""
+        net = self.net
+        h = net.encode(item_ids, event_types, time_gaps, self.table)
+        last, prev = h[:, -1], h[:, -2]
+        next_action = torch.softmax(net.type_head(last)[:, 1:], dim=-1)
+        risk = torch.sigmoid(net.risk_head(last).squeeze(-1))
+        return last, prev, next_action, risk
+
+
+class ServingModel(_Serving):
     """What the worker runs: outputs for the latest event of each sequence only.
 
     next_action  [B, n_types-1]  probability of each event type next
@@ -157,37 +178,30 @@ class ServingModel(nn.Module):
     """
 
     def __init__(self, net: SequenceTransformer, surprise_quantiles: torch.Tensor) -> None:
-        super().__init__()
-        self.net = net
+        super().__init__(net)
         self.quantiles: torch.Tensor
         self.blocked: torch.Tensor
         self.register_buffer("quantiles", surprise_quantiles.float())
         blocked = torch.zeros(net.config.n_items)
         blocked[:N_RESERVED_ITEMS] = MASKED
         self.register_buffer("blocked", blocked)
-        self.table: torch.Tensor
-        # the item table computed once: the graph holds [n_items, d], not the text it came from
-        self.register_buffer("table", net.item_table().detach().clone())
 
     def forward(self, item_ids, event_types, time_gaps):
-        net, table = self.net, self.table
-        h = net.encode(item_ids, event_types, time_gaps, table)
-        last, prev = h[:, -1], h[:, -2]
-        logits = last @ table.T + self.blocked
+        last, prev, next_action, risk = self.latest(item_ids, event_types, time_gaps)
+        logits = last @ self.table.T + self.blocked
         log_normaliser = torch.logsumexp(logits, dim=-1)
         item_logp = logits - log_normaliser.unsqueeze(-1)
-        top_logp, top_items = torch.topk(item_logp, net.config.top_k, dim=-1)
-        next_action = torch.softmax(net.type_head(last)[:, 1:], dim=-1)
-        risk = torch.sigmoid(net.risk_head(last).squeeze(-1))
-
-        raw = surprise_raw(net, prev, table, self.blocked, item_ids[:, -1], event_types[:, -1])
+        top_logp, top_items = torch.topk(item_logp, self.net.config.top_k, dim=-1)
+        raw = surprise_raw(
+            self.net, prev, self.table, self.blocked, item_ids[:, -1], event_types[:, -1]
+        )
         calibrated = (raw.unsqueeze(1) > self.quantiles.unsqueeze(0)).float().mean(dim=1)
         has_prefix = (event_types[:, -2] != 0).float()
         surprise = calibrated * has_prefix
         return next_action, top_items, torch.exp(top_logp), risk, surprise, last, log_normaliser
 
 
-class CandidateServingModel(nn.Module):
+class CandidateServingModel(_Serving):
     """What the worker runs for a catalog too big for exact top-k: no product with the whole
     item table. Top-k, normalisers and surprise are completed outside the graph with the item
     index (models/item_index.py); this graph gives what they need.
@@ -198,35 +212,27 @@ class CandidateServingModel(nn.Module):
     type_nll       [B]     negative log-likelihood of the latest event's type given prev
     """
 
-    def __init__(self, net: SequenceTransformer) -> None:
-        super().__init__()
-        self.net = net
-        self.table: torch.Tensor
-        self.register_buffer("table", net.item_table().detach().clone())
-
     def forward(self, item_ids, event_types, time_gaps):
-        net, table = self.net, self.table
-        h = net.encode(item_ids, event_types, time_gaps, table)
-        last, prev = h[:, -1], h[:, -2]
-        next_action = torch.softmax(net.type_head(last)[:, 1:], dim=-1)
-        risk = torch.sigmoid(net.risk_head(last).squeeze(-1))
-        last_item, last_type = item_ids[:, -1], event_types[:, -1]
+        last, prev, next_action, risk = self.latest(item_ids, event_types, time_gaps)
+        last_item = item_ids[:, -1]
         has_item = (last_item >= N_RESERVED_ITEMS).float()
-        observed_logit = (prev * table[last_item]).sum(dim=-1) * has_item
-        type_logp = torch.log_softmax(net.type_head(prev)[:, 1:], dim=-1)
-        type_index = (last_type - 1).clamp(min=0)
-        type_nll = -type_logp.gather(1, type_index.unsqueeze(1)).squeeze(1)
-        return next_action, risk, last, prev, observed_logit, type_nll
+        observed_logit = (prev * self.table[last_item]).sum(dim=-1) * has_item
+        nll_type = type_nll(self.net, prev, event_types[:, -1])
+        return next_action, risk, last, prev, observed_logit, nll_type
+
+
+def type_nll(net, prev_h, last_type):
+    """Negative log-likelihood of the latest event's type given what preceded it."""
+    type_logp = torch.log_softmax(net.type_head(prev_h)[:, 1:], dim=-1)
+    type_index = (last_type - 1).clamp(min=0)
+    return -type_logp.gather(1, type_index.unsqueeze(1)).squeeze(1)
 
 
 def surprise_raw(net, prev_h, table, blocked, last_item, last_type):
     """Negative log-likelihood of the latest event (item and type) given what preceded it."""
     item_logp = torch.log_softmax(prev_h @ table.T + blocked, dim=-1)
-    type_logp = torch.log_softmax(net.type_head(prev_h)[:, 1:], dim=-1)
     nll_item = -item_logp.gather(1, last_item.unsqueeze(1)).squeeze(1)
     nll_item = (
         nll_item * (last_item >= N_RESERVED_ITEMS).float()
     )  # events without an item add nothing
-    type_index = (last_type - 1).clamp(min=0)
-    nll_type = -type_logp.gather(1, type_index.unsqueeze(1)).squeeze(1)
-    return nll_item + nll_type
+    return nll_item + type_nll(net, prev_h, last_type)
