@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
 from models.contract import CANDIDATE_OUTPUTS, N_RESERVED_ITEMS, NO_ITEM, sha256_of
@@ -23,7 +24,8 @@ from models.item_index import (
     IndexConfig,
     ItemIndex,
     build_index,
-    candidate_outputs,
+    calibrated_surprise,
+    estimate,
     read_index,
     save_index,
 )
@@ -41,7 +43,7 @@ def add_item_index(
     quantiles: np.ndarray,
     max_len: int,
 ) -> tuple[dict, dict]:
-    """Build, save and measure ``items.faiss``; returns (manifest entry, report entry)."""
+    """Build, save, tune and measure ``items.faiss``; returns (manifest entry, report entry)."""
     began = time.monotonic()
     with torch.inference_mode():
         table = net.item_table().numpy()
@@ -51,21 +53,69 @@ def add_item_index(
     index = build_index(table, config, threads=torch.get_num_threads())
     save_index(index, stage / INDEX_FILE)
     build_seconds = time.monotonic() - began
-    log.info("item index: %d items in %.0f s", index.ntotal, build_seconds)
+    log.info("item index: %d items in %d lists, %.0f s", index.ntotal, index.nlist, build_seconds)
+    session = ort.InferenceSession(str(stage / "model.onnx"), providers=["CPUExecutionProvider"])
+    item_index = ItemIndex(read_index(stage / INDEX_FILE), head, config)
+    if not config.probe:
+        tune_probe(item_index, session, table, data.cases("val"), config.target_recall, max_len)
+    report = measure(session, item_index, table, data.cases("test"), quantiles, net, max_len)
+    report.update(
+        build_seconds=round(build_seconds, 1), lists=index.nlist, config=item_index.config.to_dict()
+    )
     entry = {
         "file": INDEX_FILE,
         "sha256": sha256_of(stage / INDEX_FILE),
-        "kind": "faiss IndexHNSWFlat, inner product",
-        "config": config.to_dict(),
+        "kind": "faiss IndexIVFFlat, inner product",
+        "config": item_index.config.to_dict(),
         "head": head.tolist(),
     }
-    item_index = ItemIndex(read_index(stage / INDEX_FILE), head, config)
-    report = measure(
-        stage / "model.onnx", item_index, table, data, quantiles, net.config.top_k, max_len
-    )
-    report["build_seconds"] = round(build_seconds, 1)
-    report["config"] = config.to_dict()
     return entry, report
+
+
+def _graph_outputs(session, cases: list, max_len: int, users: int):
+    """(inputs, candidate-graph outputs) for up to ``users`` cases, 256 at a time."""
+    names = list(CANDIDATE_OUTPUTS)
+    for start in range(0, min(len(cases), users), 256):
+        chunk = cases[start : min(start + 256, users)]
+        inputs = pad_batch(
+            [c.input_items for c in chunk],
+            [c.input_types for c in chunk],
+            [c.input_ts for c in chunk],
+            length=max_len,
+        )
+        yield inputs, dict(zip(names, session.run(names, inputs), strict=True))
+
+
+def _recall_at_10(found: np.ndarray, exact: np.ndarray) -> list[float]:
+    return [
+        len(set(a[:10].tolist()) & set(b[:10].tolist())) / min(10, exact.shape[1])
+        for a, b in zip(found, exact, strict=True)
+    ]
+
+
+def tune_probe(
+    item_index: ItemIndex,
+    session,
+    table: np.ndarray,
+    cases: list,
+    target: float,
+    max_len: int,
+    users: int = 1000,
+) -> None:
+    """Set the fewest lists to probe (1, 2, 4, ...) whose recall@10 on validation users
+    reaches ``target``."""
+    queries = np.concatenate(
+        [o["user_vector"] for _, o in _graph_outputs(session, cases, max_len, users)]
+    )
+    exact, _ = _exact(queries, table, 10)
+    probe = 1
+    while True:
+        item_index.set_probe(probe)
+        recall = float(np.mean(_recall_at_10(item_index.search(queries, 10)[0], exact)))
+        log.info("item index: %d lists probed, validation recall@10 %.4f", probe, recall)
+        if recall >= target or probe >= item_index.index.nlist:
+            return
+        probe *= 2
 
 
 def _exact(queries: np.ndarray, table: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,51 +138,32 @@ def _exact(queries: np.ndarray, table: np.ndarray, k: int) -> tuple[np.ndarray, 
 
 
 def measure(
-    graph: Path,
+    session,
     item_index: ItemIndex,
     table: np.ndarray,
-    data,
+    cases: list,
     quantiles: np.ndarray,
-    k: int,
+    net: SequenceTransformer,
     max_len: int,
     users: int = 2000,
 ) -> dict:
-    """Candidate path against exact on up to ``users`` held-out test sequences."""
-    import onnxruntime as ort
-
-    cases = data.cases("test")[:users]
-    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
-    names = list(CANDIDATE_OUTPUTS)
-    hits, lse_errors, prev_errors, surprise_errors, seconds = [], [], [], [], 0.0
-    for start in range(0, len(cases), 256):
-        chunk = cases[start : start + 256]
-        inputs = pad_batch(
-            [c.input_items for c in chunk],
-            [c.input_types for c in chunk],
-            [c.input_ts for c in chunk],
-            length=max_len,
-        )
-        out = dict(zip(names, session.run(names, inputs), strict=True))
+    """The candidate path against exact on up to ``users`` held-out test sequences."""
+    k = net.config.top_k
+    hits, lse_errors, prev_errors, surprise_errors, seconds, n = [], [], [], [], 0.0, 0
+    for inputs, out in _graph_outputs(session, cases, max_len, users):
         began = time.perf_counter()
-        got = candidate_outputs(item_index, out, inputs, quantiles, k)
+        found, _, lse, prev_lse = estimate(item_index, out, inputs, max(k, 10))
+        surprise = calibrated_surprise(out, inputs, prev_lse, quantiles)
         seconds += time.perf_counter() - began
-        exact_items, exact_lse = _exact(out["user_vector"], table, k)
+        n += len(inputs["item_ids"])
+        exact_items, exact_lse = _exact(out["user_vector"], table, max(k, 10))
         _, exact_prev = _exact(out["prev_vector"], table, 1)
-        hits += [
-            len(set(a[:10].tolist()) & set(b[:10].tolist())) / min(10, k)
-            for a, b in zip(got["top_items"], exact_items, strict=True)
-        ]
-        lse_errors.append(np.abs(got["log_normaliser"] - exact_lse))
-        observed = inputs["item_ids"][:, -1]
-        has_item = observed >= N_RESERVED_ITEMS
-        logit = out["observed_logit"].astype(np.float64)
-        prev = out["prev_vector"]
-        approx_prev = item_index.log_normaliser(prev, observed[:, None], logit[:, None])
-        prev_errors.append(np.abs(approx_prev - exact_prev)[has_item])
-        raw = out["type_nll"] + np.where(has_item, exact_prev - logit, 0.0)
-        exact_surprise = (raw[:, None] > quantiles[None, :]).mean(axis=1)
-        exact_surprise *= inputs["event_types"][:, -2] != 0
-        surprise_errors.append(np.abs(got["surprise"] - exact_surprise))
+        hits += _recall_at_10(found, exact_items)
+        lse_errors.append(np.abs(lse - exact_lse))
+        has_item = inputs["item_ids"][:, -1] >= N_RESERVED_ITEMS
+        prev_errors.append(np.abs(prev_lse - exact_prev)[has_item])
+        exact_surprise = calibrated_surprise(out, inputs, exact_prev, quantiles)
+        surprise_errors.append(np.abs(surprise - exact_surprise))
 
     def summary(errors: list[np.ndarray]) -> dict:
         values = np.concatenate(errors) if errors else np.zeros(1)
@@ -143,10 +174,10 @@ def measure(
         }
 
     return {
-        "users": len(cases),
+        "users": n,
         "recall@10": round(float(np.mean(hits)), 4) if hits else None,
         "log_normaliser_abs_error": summary(lse_errors),
         "surprise_log_normaliser_abs_error": summary(prev_errors),
         "surprise_abs_error": summary(surprise_errors),
-        "us_per_sequence": round(seconds / max(len(cases), 1) * 1e6, 1),
+        "us_per_sequence": round(seconds / max(n, 1) * 1e6, 1),
     }

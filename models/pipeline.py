@@ -135,30 +135,49 @@ def train_and_register(
         report["cold_start"] = cold_start(data, cfg, cold_start_share)
     report["train_seconds"] = round(time.monotonic() - began, 1)
     report["loss"] = loss_kind(cfg, data.vocab.n_items)
-    report["serving"] = serving_kind(cfg, data.vocab.n_items)
     report["peak_rss_mb"] = peak_rss_mb()
+    version = register_network(
+        result.net, result.curves, data, cfg, report, registry_dir, sentiment, history.rated_texts
+    )
+    return version, report
 
+
+def register_network(
+    net: SequenceTransformer,
+    curves: dict,
+    data: Dataset,
+    cfg: TrainConfig,
+    report: dict,
+    registry_dir: Path,
+    sentiment: SentimentSource | None = None,
+    rated_texts: list | None = None,
+) -> str:
+    """Export a trained network as a verified artifact in ``registry_dir``: the graph (exact or
+    with its item index), weights, vocabulary, text encoder and sentiment model where they
+    apply, report and manifest. ``report`` is the training's; what the export measures (the
+    candidate path, the sentiment model) is added to it. Returns the version."""
+    report["serving"] = serving_kind(cfg, data.vocab.n_items)
     version = registry.new_version()
     stage = registry.staging_dir(registry_dir, version)
-    quantiles = surprise_quantiles(result.net, data, cfg.max_len)
+    quantiles = surprise_quantiles(net, data, cfg.max_len)
     candidates = serving_kind(cfg, data.vocab.n_items) == "candidates"
-    serving = export_onnx(result.net, quantiles, stage / "model.onnx", candidates)
+    serving = export_onnx(net, quantiles, stage / "model.onnx", candidates)
     diff = parity(serving, stage / "model.onnx", _heldout_batch(data, cfg.max_len))
     if candidates:
         index_entry, report["candidate_path"] = add_item_index(
-            stage, result.net, data, cfg.index, quantiles, cfg.max_len
+            stage, net, data, cfg.index, quantiles, cfg.max_len
         )
     save_file(
-        {k: v.contiguous() for k, v in result.net.state_dict().items()},
+        {k: v.contiguous() for k, v in net.state_dict().items()},
         str(stage / "weights.safetensors"),
     )
     data.vocab.save(stage / "vocab.json")
     if data.whitening is not None:  # items with text: new catalog items can be ranked
-        text_entry = add_text_encoder(stage, result.net, data)
+        text_entry = add_text_encoder(stage, net, data)
     if sentiment is not None:
-        sentiment_entry, report["sentiment"] = add_sentiment(stage, sentiment, history.rated_texts)
+        sentiment_entry, report["sentiment"] = add_sentiment(stage, sentiment, rated_texts or [])
     registry.write_json(stage / "report.json", report)
-    _plot(stage / "report.png", result.curves, report)
+    _plot(stage / "report.png", curves, report)
     labelled = any(not np.isnan(f) for u in data.users for f in u.fraud)
     shapes: dict[str, list[str | int]] = {n: ["batch", "sequence"] for n in INPUTS}
     shapes.update(
@@ -185,7 +204,7 @@ def train_and_register(
         "event_types": list(data.vocab.types),
         "max_sequence_length": cfg.max_len,
         "top_k": cfg.network.top_k,
-        "network": result.net.config.to_dict(),
+        "network": net.config.to_dict(),
         "metrics": {**report["metrics"], "val_ndcg@10": report["validation"]["ndcg@10"]},
         "risk_head_trained": labelled,
         "parity_max_abs_diff": diff,
@@ -201,7 +220,7 @@ def train_and_register(
     registry.write_json(stage / "manifest.json", manifest)
     registry.publish(registry_dir, version, stage)
     registry.verify(registry_dir, version)  # exactly what the worker will do
-    return version, report
+    return version
 
 
 def load_network(directory: Path) -> tuple[SequenceTransformer, Vocab, dict]:

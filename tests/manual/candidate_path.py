@@ -1,0 +1,51 @@
+"""Serve an already trained model through the item index, by hand (issue #13 item 3): re-export
+a registered version's network with ``--serving candidates`` into another registry, with the
+training report it had, and print what the export measured (recall@10 of the index against
+exact top-k, the normaliser and surprise errors). Both artifacts then hold the same network,
+so ``foresight bench`` can compare exact and candidate serving on it.
+
+    .venv/bin/python -m tests.manual.candidate_path REGISTRY/VERSION DATA_SPEC OUT_REGISTRY
+
+DATA_SPEC is the training data (as ``foresight train --data``), needed for the popular head and
+the held-out users; its vocabulary must be the model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from models import registry
+from models.data import load
+from models.pipeline import load_network, peak_rss_mb, register_network
+from models.train import TrainConfig, build_dataset
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model", type=Path)
+    parser.add_argument("data")
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    net, vocab, manifest = load_network(args.model)
+    data = build_dataset(load(args.data))
+    if data.vocab.hashes() != vocab.hashes():
+        raise SystemExit("the data's vocabulary is not the model's")
+    report = json.loads((args.model / "report.json").read_text())
+    report.pop("gate", None)
+    cfg = replace(TrainConfig(), max_len=manifest["max_sequence_length"], serving="candidates")
+    cfg = replace(cfg, network=replace(cfg.network, **manifest["network"]))
+    began = time.monotonic()
+    curves: dict = {"loss": [], "val_ndcg@10": [], "val_hr@10": []}  # not kept in a report
+    version = register_network(net, curves, data, cfg, report, args.out)
+    registry.mark_current(args.out, version)
+    print(json.dumps(report["candidate_path"], indent=1))
+    took = time.monotonic() - began
+    print(f"{args.out / version}: exported in {took:.0f}s, peak RSS {peak_rss_mb()} MB")
+
+
+if __name__ == "__main__":
+    main()
