@@ -91,10 +91,11 @@ def load_item_index(directory: Path, manifest: dict, vocab: Vocab, threads: int 
     if not isinstance(quantiles, list) or not quantiles:
         raise ModelRefused("the manifest has no surprise_quantiles for the candidate path")
     try:
-        if threads:
-            import faiss
+        import faiss
 
-            faiss.omp_set_num_threads(threads)
+        # one thread unless told: the worker's batches are small, and idle OpenMP threads
+        # spinning beside onnxruntime's cost more than they give
+        faiss.omp_set_num_threads(threads or 1)
         index = read_index(path)
         config = IndexConfig(**entry["config"])
         head = np.asarray(entry["head"], dtype=np.int64)

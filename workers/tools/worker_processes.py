@@ -86,14 +86,21 @@ class ChildProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def peak_rss_mb(self) -> float | None:
-        """High-water resident memory of the child (Linux)."""
+        """High-water resident memory of the child and its own children (the worker's scoring
+        process holds the model), summed (Linux)."""
+        total = 0.0
         try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
+            pids = [self.pid]
+            while pids:
+                pid = pids.pop()
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) / 1024.0
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pids += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, AssertionError):
-            return None
-        return None
+            return total or None
+        return total or None
 
     def tail(self, n: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
