@@ -102,19 +102,24 @@ def tune_probe(
     max_len: int,
     users: int = 1000,
 ) -> None:
-    """Set the fewest lists to probe (1, 2, 4, ...) whose recall@10 on validation users
-    reaches ``target``."""
-    queries = np.concatenate(
-        [o["user_vector"] for _, o in _graph_outputs(session, cases, max_len, users)]
-    )
-    exact, _ = _exact(queries, table, 10)
+    """Set the fewest lists to probe whose recall@10 on validation users reaches ``target``."""
+    outputs = _graph_outputs(session, cases, max_len, users)
+    queries = np.concatenate([out["user_vector"] for _, out in outputs])
+    smallest_probe(item_index, queries, _exact(queries, table, 10)[0], target)
+
+
+def smallest_probe(
+    item_index: ItemIndex, queries: np.ndarray, exact: np.ndarray, target: float
+) -> float:
+    """Probe 1, 2, 4, ... lists until recall@10 against ``exact`` reaches ``target`` (or every
+    list is probed); leaves the index at that setting and returns its recall."""
     probe = 1
     while True:
         item_index.set_probe(probe)
         recall = float(np.mean(_recall_at_10(item_index.search(queries, 10)[0], exact)))
         log.info("item index: %d lists probed, validation recall@10 %.4f", probe, recall)
         if recall >= target or probe >= item_index.index.nlist:
-            return
+            return recall
         probe *= 2
 
 

@@ -125,3 +125,23 @@ def test_candidate_graph_completed_by_the_index_equals_the_exact_graph(net, tmp_
         np.testing.assert_allclose(got[name], want[name], atol=1e-5, err_msg=name)
     assert np.max(np.abs(got["surprise"] - want["surprise"])) <= 1 / 1001 + 1e-6
     assert got["surprise"][1] == 0.0  # a single event has no prefix to be surprised by
+
+
+def test_the_fewest_lists_reaching_the_target_recall_are_probed() -> None:
+    from models.index_export import smallest_probe
+
+    table = _table(8_003)
+    index = ItemIndex(build_index(table, IndexConfig()), np.arange(10), IndexConfig())
+    queries = np.random.default_rng(5).standard_normal((200, D)).astype(np.float32)
+    scores = queries @ table.T
+    scores[:, :N_RESERVED_ITEMS] = -np.inf
+    exact = np.argsort(-scores, axis=1)[:, :10]
+    recall = smallest_probe(index, queries, exact, target=0.9)
+    assert recall >= 0.9 and 1 < index.probe < index.index.nlist
+    chosen = index.probe
+    assert smallest_probe(index, queries, exact, target=1.01) < 1.01 + 1e-9
+    assert index.probe == index.index.nlist  # an unreachable target probes every list
+    index.set_probe(chosen // 2)
+    found = index.search(queries, 10)[0]
+    below = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact, strict=True)])
+    assert below < 0.9  # half as many lists would not have done
