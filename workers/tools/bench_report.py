@@ -65,6 +65,7 @@ def plot_latency(result: dict, path: Path, bar_ms: float = 250.0) -> None:
             )
         right.set_xlabel("offered events/s (share of the measured maximum)")
         right.set_ylabel("end-to-end latency, ms")
+        right.set_yscale("log")  # queueing past the knee would flatten the rest
         right.set_title("latency against load")
         right.legend()
     fig.tight_layout()
