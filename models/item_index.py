@@ -132,16 +132,28 @@ class ItemIndex:
         return self.index.reconstruct_batch(rows).astype(np.float32)
 
     def set_probe(self, probe: int) -> None:
-        self.probe = max(1, min(probe, self.index.nlist))
+        """Lists scanned per query: at least enough to hold twice the candidates on average."""
+        lists = self.index.nlist
+        enough = math.ceil(2 * self.config.candidates * lists / max(self.size, 1))
+        self.probe = max(1, min(max(probe, enough), lists))
         self.index.nprobe = self.probe
         self.config = replace(self.config, probe=self.probe)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(item indices [B, k] into the vocabulary, their exact logits [B, k]), best first;
-        index -1 + N_RESERVED_ITEMS and logit -inf where fewer than ``k`` items were found."""
-        logits, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        missing = rows < 0
-        logits[missing] = -np.inf
+        """(item indices [B, k] into the vocabulary, their exact logits [B, k]), best first.
+
+        A query whose probed lists hold fewer than ``k`` items is searched again over every
+        list (rare: the probe covers twice the candidates on average), so no row is short
+        unless the catalog is; there the missing places have index ``N_RESERVED_ITEMS - 1``
+        (never an item) and logit -inf."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        logits, rows = self.index.search(q, k)
+        short = np.flatnonzero((rows[:, : min(k, self.size)] < 0).any(axis=1))
+        if len(short):
+            everywhere = faiss.SearchParametersIVF()
+            everywhere.nprobe = self.index.nlist
+            logits[short], rows[short] = self.index.search(q[short], k, params=everywhere)
+        logits[rows < 0] = -np.inf
         return rows.astype(np.int64) + N_RESERVED_ITEMS, logits
 
     def log_normaliser(

@@ -8,6 +8,7 @@ input/output signature and a golden batch with finite outputs. A refused model r
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +64,18 @@ class LoadedModel:
         """The contract's ``OUTPUTS``, whichever way the artifact serves."""
         if self.item_index is None:
             return self.run_graph(inputs)
-        quantiles = np.asarray(self.manifest["surprise_quantiles"], dtype=np.float32)
-        top_k = int(self.manifest["top_k"])
-        return candidate_outputs(self.item_index, self.run_graph(inputs), inputs, quantiles, top_k)
+        return candidate_outputs(
+            self.item_index,
+            self.run_graph(inputs),
+            inputs,
+            self.surprise_quantiles,
+            int(self.manifest["top_k"]),
+        )
+
+    @functools.cached_property
+    def surprise_quantiles(self) -> np.ndarray:
+        """The candidate path's calibration table (the exact graph holds its own)."""
+        return np.asarray(self.manifest["surprise_quantiles"], dtype=np.float32)
 
     def run_graph(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = list(graph_outputs(self.manifest))

@@ -145,3 +145,18 @@ def test_the_fewest_lists_reaching_the_target_recall_are_probed() -> None:
     found = index.search(queries, 10)[0]
     below = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact, strict=True)])
     assert below < 0.9  # half as many lists would not have done
+
+
+def test_a_query_short_of_candidates_is_searched_over_every_list() -> None:
+    table = _table(1_003)
+    config = IndexConfig(lists=25, candidates=5)
+    index = ItemIndex(build_index(table, config), np.arange(5), config)
+    assert index.probe == 1  # about 40 items in the one list probed
+    queries = np.random.default_rng(6).standard_normal((50, D)).astype(np.float32)
+    items, logits = index.search(queries, 200)
+    assert (items >= N_RESERVED_ITEMS).all() and np.isfinite(logits).all()
+    scores = queries @ table.T
+    scores[:, :N_RESERVED_ITEMS] = -np.inf
+    np.testing.assert_array_equal(items, np.argsort(-scores, axis=1)[:, :200])
+    # the probe covers twice the candidates on average when that is more than asked
+    assert ItemIndex(build_index(table, config), np.arange(5), IndexConfig(lists=25)).probe == 5
