@@ -19,6 +19,7 @@ from typing import IO
 
 import orjson
 
+from models.contract import sha256_of
 from models.runtime import ModelRefused
 from workers.pipeline.sequence import UserSequence
 from workers.scoring import wire
@@ -42,13 +43,14 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         try:
             if payload[:1] == b"L":
                 request = orjson.loads(payload[1:])
-                scorer = OnnxScorer.from_directory(
-                    Path(request["directory"]), request["max_length"], request["threads"]
-                )
+                directory = Path(request["directory"])
                 announced = request.get("sha256")
-                if announced is not None and scorer.loaded.manifest["sha256"] != announced:
-                    # the file matched the manifest, so it is the file that differs
+                # what was announced is checked first: bytes no one vouches for are not parsed
+                if announced is not None and sha256_of(directory / "model.onnx") != announced:
                     raise ModelRefused("model.onnx does not match the announced sha256")
+                scorer = OnnxScorer.from_directory(
+                    directory, request["max_length"], request["threads"]
+                )
                 scorer.learn_items(list(catalog.items()))
                 models[scorer.version] = scorer
                 models.move_to_end(scorer.version)
