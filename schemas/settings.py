@@ -116,6 +116,14 @@ class Settings(BaseSettings):
         600.0, ge=0, description="Min time between two alerts of the same kind for one user."
     )
     trend_window_seconds: float = Field(300.0, gt=0, description="Width of a trend window.")
+    trend_max_keys: int = Field(
+        100_000,
+        ge=1,
+        le=10_000_000,
+        description="Trend keys (items, categories) whose history a worker remembers; beyond "
+        "it the key updated longest ago is forgotten (its z-score history starts again). "
+        "Bounds the trend state: a few hundred bytes a key.",
+    )
     sweep_interval_seconds: float = Field(
         60.0, gt=0, description="How often idle users are looked for and expired."
     )

@@ -9,7 +9,7 @@ and emits the :class:`~schemas.records.Trend` when the window closes.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,18 +132,47 @@ class TrendAggregator:
     or when ``flush`` is called with a watermark past it (by default the newest window merged
     for any key, so a key that went quiet still closes). The z-score compares a window's
     volume with an exponentially weighted mean and variance of that key's earlier windows.
+
+    At most ``max_keys`` keys are remembered (a key per item grows with the catalog): beyond
+    that the key updated longest ago without an open window is forgotten, and its z-score
+    history starts again if it comes back.
     """
 
-    def __init__(self, window_seconds: float, grace_windows: int = 1, alpha: float = 0.3):
+    def __init__(
+        self,
+        window_seconds: float,
+        grace_windows: int = 1,
+        alpha: float = 0.3,
+        max_keys: int = 100_000,
+    ):
         self.window = window_seconds
         self.grace = grace_windows * window_seconds
         self.alpha = alpha
-        self.keys: dict[str, _KeyState] = defaultdict(_KeyState)
+        self.max_keys = max_keys
+        self.keys: OrderedDict[str, _KeyState] = OrderedDict()  # least recently updated first
         self.newest = 0.0  # the latest window start merged, for any key
+
+    def _state(self, key: str) -> _KeyState:
+        state = self.keys.get(key)
+        if state is None:
+            if len(self.keys) >= self.max_keys:
+                self._forget_one()
+            state = self.keys[key] = _KeyState()
+        self.keys.move_to_end(key)
+        return state
+
+    def _forget_one(self) -> None:
+        """Forget the least recently updated key with no open window (if every key has one,
+        the oldest: its windows would otherwise never be bounded)."""
+        for key, state in self.keys.items():
+            if not state.windows:
+                del self.keys[key]
+                return
+        self.keys.popitem(last=False)
 
     def add(self, partial: dict[str, Any]) -> list[Trend]:
         """Merge one TrendPartial record; the trends of the windows it closes."""
-        state = self.keys[partial["key"]]
+        state = self._state(partial["key"])
         window = partial["window_start"]
         self.newest = max(self.newest, window)
         if state.closed and window < state.closed:

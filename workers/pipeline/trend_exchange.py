@@ -32,7 +32,9 @@ class TrendExchange:
         self.settings = settings
         self.publisher = publisher
         self.parts = TrendAccumulator(settings.trend_window_seconds)
-        self.trends = TrendAggregator(settings.trend_window_seconds)
+        self.trends = TrendAggregator(
+            settings.trend_window_seconds, max_keys=settings.trend_max_keys
+        )
 
     async def flush(self) -> None:
         """Send this worker's partials as one record per partition of ``trends.partial``

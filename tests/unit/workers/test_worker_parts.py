@@ -329,3 +329,23 @@ def test_a_quiet_key_closes_on_the_newest_window_of_any_key() -> None:
     closed = [t for partial in parts.drain() for t in agg.add(partial)]
     assert [t.key for t in closed] == ["item:busy"]
     assert [t.key for t in agg.flush()] == ["item:quiet"]
+
+
+def test_trend_keys_are_bounded_forgetting_the_longest_idle_closed_one() -> None:
+    agg = TrendAggregator(10, max_keys=3)
+    parts = TrendAccumulator(10)
+    for item in ("a", "b", "c"):
+        parts.add(item, None, "view", 100.0, None)
+    for partial in parts.drain():
+        agg.add(partial)
+    agg.flush(200.0)  # every window closed: no key has an open one
+    parts.add("a", None, "view", 210.0, None)  # "a" updated again: "b" is now the idlest
+    parts.add("d", None, "view", 210.0, None)
+    for partial in parts.drain():
+        agg.add(partial)
+    assert list(agg.keys) == ["item:c", "item:a", "item:d"]
+    parts.add("e", None, "view", 220.0, None)  # every key left has an open window but "c"
+    for partial in parts.drain():
+        agg.add(partial)
+    assert list(agg.keys) == ["item:a", "item:d", "item:e"] and len(agg.keys) == 3
+    assert {t.key for t in agg.flush(400.0)} == {"item:a", "item:d", "item:e"}
