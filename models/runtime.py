@@ -62,14 +62,17 @@ class LoadedModel:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The contract's ``OUTPUTS``, whichever way the artifact serves."""
+        return self.complete(self.run_graph(inputs), inputs)
+
+    def complete(self, graph: dict[str, np.ndarray], inputs: dict) -> dict[str, np.ndarray]:
+        """The graph's outputs as the contract's ``OUTPUTS``: as they are for an exact graph,
+        completed through the item index for a candidate one. ``inputs`` needs only the last
+        two columns of ``item_ids`` and ``event_types``, so a caller that ran the graph in
+        pieces can complete all its rows at once (one index search a batch)."""
         if self.item_index is None:
-            return self.run_graph(inputs)
+            return graph
         return candidate_outputs(
-            self.item_index,
-            self.run_graph(inputs),
-            inputs,
-            self.surprise_quantiles,
-            int(self.manifest["top_k"]),
+            self.item_index, graph, inputs, self.surprise_quantiles, int(self.manifest["top_k"])
         )
 
     @functools.cached_property

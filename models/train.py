@@ -389,22 +389,25 @@ def fit(
     return TrainResult(net, best_epoch, curves, time.monotonic() - began)
 
 
+def _resolve(name: str, choice: str, n_items: int, small: str, big: str, max_small: int) -> str:
+    """What an "auto" ``choice`` between ``small`` and ``big`` means for ``n_items`` items."""
+    if choice == "auto":
+        return small if n_items <= max_small else big
+    if choice not in (small, big):
+        raise ValueError(f"unknown {name} {choice!r}: use auto, {small} or {big}")
+    return choice
+
+
 def serving_kind(cfg: TrainConfig, n_items: int) -> str:
-    """The serving "auto" resolves to for a catalog of ``n_items``."""
-    if cfg.serving == "auto":
-        return "exact" if n_items <= cfg.exact_serving_max_items else "candidates"
-    if cfg.serving not in ("exact", "candidates"):
-        raise ValueError(f"unknown serving {cfg.serving!r}: use auto, exact or candidates")
-    return cfg.serving
+    """Exact top-k in the graph, or candidates from the item index."""
+    return _resolve(
+        "serving", cfg.serving, n_items, "exact", "candidates", cfg.exact_serving_max_items
+    )
 
 
 def loss_kind(cfg: TrainConfig, n_items: int) -> str:
-    """The loss "auto" resolves to for a catalog of ``n_items``."""
-    if cfg.loss == "auto":
-        return "full" if n_items <= cfg.full_softmax_max_items else "sampled"
-    if cfg.loss not in ("full", "sampled"):
-        raise ValueError(f"unknown loss {cfg.loss!r}: use auto, full or sampled")
-    return cfg.loss
+    """The full softmax, or the sampled one."""
+    return _resolve("loss", cfg.loss, n_items, "full", "sampled", cfg.full_softmax_max_items)
 
 
 def _item_loss(cfg: TrainConfig, net: SequenceTransformer, train: list[UserSeq]):

@@ -114,20 +114,23 @@ class OnnxScorer:
         seqs = [s[-self.max_length :] for s in sequences]
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         outputs: dict[str, np.ndarray] = {}
+        tails = {n: np.zeros((len(seqs), 2), np.int64) for n in ("item_ids", "event_types")}
         for start in range(0, len(order), LENGTH_GROUP):
             rows = order[start : start + LENGTH_GROUP]
             group = [seqs[i] for i in rows]
-            out = self.loaded.run(
-                pad_batch(
-                    [[self._item_index(e.item_id) for e in s] for s in group],
-                    [[self._type_index.get(e.type, 0) for e in s] for s in group],
-                    [[e.ts for e in s] for s in group],
-                )
+            inputs = pad_batch(
+                [[self._item_index(e.item_id) for e in s] for s in group],
+                [[self._type_index.get(e.type, 0) for e in s] for s in group],
+                [[e.ts for e in s] for s in group],
             )
-            for name, values in out.items():
+            for name, tail in tails.items():
+                tail[rows] = inputs[name][:, -2:]
+            for name, values in self.loaded.run_graph(inputs).items():
                 if name not in outputs:
                     outputs[name] = np.empty((len(seqs), *values.shape[1:]), values.dtype)
                 outputs[name][rows] = values
+        if seqs:  # the item index, if any, searched once for the whole batch
+            outputs = self.loaded.complete(outputs, tails)
         outputs["sentiment"] = self.sentiment(texts or {}, len(seqs))
         if seqs:
             outputs["new_item_ids"] = np.array(self.new_items.merge(outputs), dtype=object)
