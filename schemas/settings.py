@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
 
 #: Base names of every topic in DESIGN.md; the real name is ``topic_prefix + base``.
 #: ``trends.partial`` and ``sequences.expire`` are internal to the worker (two-phase trend
@@ -126,6 +127,14 @@ class Settings(BaseSettings):
     )
     sweep_interval_seconds: float = Field(
         60.0, gt=0, description="How often idle users are looked for and expired."
+    )
+    processing_guarantee: ProcessingGuarantee = Field(
+        "at_least_once",
+        description="at_least_once: an output is published as soon as it is built, and a crash "
+        "publishes again what came after the last commit. exactly_once: each input partition's "
+        "outputs (predictions, alerts, DLQ, changelog) and its consumed offsets commit in one "
+        "Kafka transaction, so a read_committed reader sees every event's outputs once, crash "
+        "or not; outputs become visible at each commit, a few milliseconds later.",
     )
     publish_timeout_seconds: float = Field(
         120.0,

@@ -27,7 +27,7 @@ from workers.kafka.consumer import EagerDeliveryApp
 from workers.kafka.log_limits import quiet_noisy_libraries
 from workers.kafka.publisher import Publisher, exit_for_restart
 from workers.kafka.rebalance import RebalanceHooks
-from workers.pipeline.acks import OrderedAcks
+from workers.pipeline.acks import OrderedAcks, ack
 from workers.pipeline.batcher import MicroBatcher
 from workers.pipeline.batches import BATCHES_AT_ONCE, BatchPublisher
 from workers.pipeline.expiry import Expiry
@@ -35,6 +35,7 @@ from workers.pipeline.ingest import Ingest, Job
 from workers.pipeline.outbox import Outbox
 from workers.pipeline.outputs import OutputBuilder
 from workers.pipeline.sequence_store import SequenceStore
+from workers.pipeline.transactions import Transactions
 from workers.pipeline.trend_exchange import TREND_FLUSH_SECONDS, TrendExchange
 from workers.scoring.catalog_follower import CatalogFollower
 from workers.scoring.follower import ModelFollower, ModelHolder
@@ -82,14 +83,28 @@ class StreamWorker:
             "sequences", default=None, key_type=bytes, value_type=bytes, partitions=s.partitions
         )
         self.store = SequenceStore(table)
+        exit_for = functools.partial(exit_for_restart, s.publish_timeout_seconds)
+        generation = lambda: app.consumer_generation_id  # noqa: E731
+        self.publisher = Publisher(s, on_failure=exit_for)
+        self.transactions: Transactions | None = None
+        if s.processing_guarantee == "exactly_once":
+            self.transactions = Transactions(
+                s,
+                app.conf.id,
+                generation,
+                exit_for,
+                self.publisher,
+                self.store.changelog_topic,
+                self.store.persisted,
+            )
+            app.transactional_topics = frozenset((s.topic("events"), s.topic("sequences.expire")))
         self.acks = OrderedAcks(
-            lambda: app.consumer_generation_id,
+            generation,
             lambda tp: faust_compat.committed_offset(app.consumer, tp),
+            release=self.transactions.release if self.transactions else ack,
         )
-        self.publisher = Publisher(
-            s, on_failure=functools.partial(exit_for_restart, s.publish_timeout_seconds)
-        )
-        self.outbox = Outbox(s, self.publisher, self.acks)
+        hooks = {self.store.changelog_topic: self.store.persisted}
+        self.outbox = Outbox(s, self.publisher, self.acks, self.transactions, hooks)
         self.expiry = Expiry(s, self.store, self.publisher)
         self.holder = ModelHolder()
         self.scoring_process = ScoringProcess()
@@ -123,7 +138,7 @@ class StreamWorker:
         events = app.topic(s.topic("events"), s.topic("sequences.expire"), **_RAW)
         app.agent(events, name="ingest")(self.ingest.consume)
         app.agent(app.topic(s.topic("trends.partial"), **_RAW), name="trends")(self.trends.merge)
-        RebalanceHooks(app, self.acks).connect()
+        RebalanceHooks(app, self.acks, self.transactions).connect()
         app.timer(TREND_FLUSH_SECONDS)(self.trends.flush)
         app.timer(s.sweep_interval_seconds)(self.sweep)
         # progress is sampled at least four times per stall period, so a stall is seen in time
@@ -161,6 +176,8 @@ class StreamWorker:
         await self.batcher.stop()
         await self.catalog.stop()
         await self.follower.stop()
+        if self.transactions is not None:
+            await self.transactions.stop()
         await self.publisher.stop()
         await self.scoring_process.stop()
 

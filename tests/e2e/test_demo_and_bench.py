@@ -107,5 +107,11 @@ def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
         assert stage["batches"] >= 1 and 0 <= stage["p50"] <= stage["p99"]
     assert len({s["batches"] for s in stages.values()}) == 1
     assert "| p99 |" in markdown(result)
+    guarantees = result["guarantees"]  # the same backlog in exactly-once mode
+    assert guarantees["at_least_once"]["events_per_s"] == result["pipeline"]["events_per_s"]
+    assert guarantees["exactly_once"]["events"] == 600
+    assert guarantees["exactly_once"]["latency_ms"]["p99"] > 0
+    assert guarantees["events_per_s_ratio"] > 0
+    assert "| exactly_once |" in markdown(result)
     plot_latency(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

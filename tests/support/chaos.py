@@ -47,11 +47,12 @@ async def replay_with_kills(
     restart: bool = True,
     progress_between_kills: int = 300,
     timeout: float = 300,
+    isolation_level: str = "read_uncommitted",
 ) -> ChaosRun:
     """Produce ``stream`` at ``rate`` while ``workers`` workers run; ``kills`` times, once
     ``progress_between_kills`` more events are predicted, wait a random 0-1.5 s and SIGKILL a
     random worker (started again at once when ``restart``). Returns once every valid event is
-    predicted; the caller stops ``survivors``."""
+    predicted (as a reader with ``isolation_level`` sees it); the caller stops ``survivors``."""
     rng = random.Random(seed)
     began = time.monotonic()
     run = ChaosRun()
@@ -66,7 +67,8 @@ async def replay_with_kills(
     seen = Seen()
     feed = asyncio.create_task(produce(settings, settings.topic("events"), stream, rate=rate))
     try:
-        async with TopicReader(settings, settings.topic("predictions")) as preds:
+        topic = settings.topic("predictions")
+        async with TopicReader(settings, topic, isolation_level=isolation_level) as preds:
             for _ in range(kills):
                 goal = len(seen.update(preds.records)) + progress_between_kills
                 await preds.until(lambda r, g=goal: len(seen.update(r)) >= g, timeout, alive)

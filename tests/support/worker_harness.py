@@ -7,6 +7,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -48,15 +49,16 @@ async def produce(
 
 
 class TopicReader:
-    """Reads a topic from the beginning, accumulating every record seen so far."""
+    """Reads a topic from the beginning, accumulating every record seen so far (``options``
+    go to the consumer, e.g. ``isolation_level="read_committed"``)."""
 
-    def __init__(self, settings: Settings, topic: str) -> None:
-        self.settings, self.topic = settings, topic
+    def __init__(self, settings: Settings, topic: str, **options: Any) -> None:
+        self.settings, self.topic, self.options = settings, topic, options
         self.records: list = []
         self.consumer: AIOKafkaConsumer | None = None
 
     async def __aenter__(self) -> TopicReader:
-        self.consumer = topic_reader(self.settings, self.topic)
+        self.consumer = topic_reader(self.settings, self.topic, **self.options)
         await self.consumer.start()
         return self
 
@@ -90,9 +92,9 @@ class TopicReader:
         return self.records
 
 
-async def read_all(settings: Settings, topic: str, idle: float = 2.0) -> list:
+async def read_all(settings: Settings, topic: str, idle: float = 2.0, **options: Any) -> list:
     """Every record currently in ``topic`` (stops after ``idle`` seconds without news)."""
-    async with TopicReader(settings, topic) as reader:
+    async with TopicReader(settings, topic, **options) as reader:
         quiet_since = time.monotonic()
         while time.monotonic() - quiet_since < idle:
             before = len(reader.records)
@@ -136,9 +138,9 @@ def offline_sequences(events: list[dict], settings: Settings) -> dict[str, list[
     return {u: [e.event_id for e in s.events] for u, s in seqs.items()}
 
 
-async def table_from_changelog(settings: Settings) -> dict[str, list[str]]:
+async def table_from_changelog(settings: Settings, **options: Any) -> dict[str, list[str]]:
     latest: dict[bytes, bytes | None] = {}
-    for r in await read_all(settings, f"{settings.app_id}-sequences-changelog"):
+    for r in await read_all(settings, f"{settings.app_id}-sequences-changelog", **options):
         latest[r.key] = r.value
     return {
         k.decode(): [e.event_id for e in UserSequence.from_bytes(v).events]

@@ -55,8 +55,9 @@ class _Resumed:
                     return done.value
 
 
-class EagerDeliveryConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer with the eager delivery described in the module docstring."""
+class EagerDeliveryConsumer(faust_compat.TransactionalOffsets, faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer with the eager delivery described in the module docstring
+    (and, in exactly-once mode, no commits of its own for the transactions' partitions)."""
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> faust_compat.WaitResults:
         if not self._is_delivery(coros, timeout) or self.suspend_flow.is_set():
@@ -95,3 +96,5 @@ class EagerDeliveryApp(faust_compat.TransportApp):
     broker URL picks Faust's aiokafka transport; any other transport is Faust's own."""
 
     transport_class = EagerDeliveryTransport
+    transactional_topics: frozenset[str] = frozenset()
+    """Topics whose offsets the worker commits in transactions, not Faust."""

@@ -1,6 +1,6 @@
 """Every use of a private part of Faust or mode, in one file, checked against their versions.
 
-The worker relies on four things these libraries do not offer publicly:
+The worker relies on five things these libraries do not offer publicly:
 
 * ``Consumer._committed_offset``: the offset Faust committed and sought to for a partition,
   where each partition's ack line starts (workers/pipeline/acks.py).
@@ -9,6 +9,9 @@ The worker relies on four things these libraries do not offer publicly:
 * ``App._new_transport``: the hook that picks the transport, overridden to swap in the eager
   consumer (workers/kafka/consumer.py).
 * ``mode.services.WaitResults``: what ``Service.wait_first`` returns, built by that consumer.
+* ``Consumer._commit``: where Faust's commit reaches the broker; in exactly-once mode it must
+  leave the partitions whose offsets commit inside transactions to them
+  (workers/pipeline/transactions.py).
 
 Each was read in the sources of the versions in ``CHECKED``. ``check_versions`` runs when the
 worker starts and refuses, with a message that names this file, any installed version outside
@@ -73,6 +76,22 @@ def forget_unacked(consumer: Any, message: Any) -> None:
 def wait_results(done: list[Any], results: list[Any]) -> WaitResults:
     """What ``Service.wait_first`` returns when ``done`` finished first with ``results``."""
     return WaitResults(done, results, False)
+
+
+class TransactionalOffsets:
+    """Consumer mixin: Faust's own commits skip the topics in ``app.transactional_topics``,
+    whose offsets commit inside Kafka transactions. Faust still tracks their acks (its
+    ``_committed_offset``, rebalances, waiting for empty streams) exactly as before; only the
+    broker commit is left out, so it can never move an offset back behind a transaction."""
+
+    app: Any
+
+    async def _commit(self, offsets: Any) -> bool:
+        skip: frozenset[str] = getattr(self.app, "transactional_topics", frozenset())
+        kept = {tp: offset for tp, offset in offsets.items() if tp.topic not in skip}
+        if not kept:
+            return True  # committed already, by the transactions
+        return await super()._commit(kept)  # type: ignore[misc]
 
 
 class TransportApp(faust.App):

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import NamedTuple
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     KafkaError,
@@ -41,6 +41,7 @@ from workers.shutdown import exit_now
 log = logging.getLogger(__name__)
 Headers = list[tuple[str, bytes]]
 RETRY_BACKOFF_MS = 250  # between retries of a batch the broker did not take
+TRANSACTION_TIMEOUT_MS = 30_000
 EXIT_CANNOT_PUBLISH = 75  # EX_TEMPFAIL: restart me; nothing unpublished was committed
 
 
@@ -64,11 +65,13 @@ class Publisher:
         on_failure: Callable[[BaseException], None],
         linger_ms: int = 5,
         max_batch_bytes: int = 256 * 1024,
+        transactional_id: str | None = None,
     ):
         self.settings = settings
         self.on_failure = on_failure  # called once, with the first failure
         self.linger_ms = linger_ms
         self.max_batch_bytes = max_batch_bytes
+        self.transactional_id = transactional_id  # None: no transactions (at-least-once)
         self._producer: AIOKafkaProducer | None = None
         self._started = asyncio.Event()
         self._failed = False
@@ -83,13 +86,42 @@ class Publisher:
             max_batch_size=self.max_batch_bytes,
             request_timeout_ms=int(self.settings.publish_timeout_seconds * 1000),
             retry_backoff_ms=RETRY_BACKOFF_MS,
+            **self._transactional(),
         )
-        await self._producer.start()
+        await self._producer.start()  # with a transactional id: fences its previous holder
         self._started.set()
+
+    def _transactional(self) -> dict:
+        if self.transactional_id is None:
+            return {}
+        return {
+            "transactional_id": self.transactional_id,
+            "enable_idempotence": True,
+            # an open transaction of a worker killed before the next owner of its partition
+            # takes over holds back read_committed readers this long at most
+            "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS,
+        }
 
     async def stop(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
+
+    async def commit_transaction(
+        self, outputs: dict[str, list[Record]], offsets: dict[TopicPartition, int], group_id: str
+    ) -> list[asyncio.Future]:
+        """In one transaction: ``outputs`` (topic → records) and the consumer group's
+        ``offsets`` (the next offset to read of each input partition). Returns once the
+        transaction is committed (with the records' delivery futures, all done); raises if it
+        cannot be, and then nothing of it is visible to a read_committed reader."""
+        producer = await self._ready()
+        await producer.begin_transaction()
+        futures: list[asyncio.Future] = []
+        for topic, records in outputs.items():
+            futures += await self.send_many(topic, records)
+        await asyncio.gather(*futures)
+        await producer.send_offsets_to_transaction(offsets, group_id)
+        await producer.commit_transaction()
+        return futures
 
     async def _ready(self) -> AIOKafkaProducer:
         await self._started.wait()  # timers and agents may fire before the app's services

@@ -12,25 +12,32 @@ from __future__ import annotations
 from typing import Any
 
 from workers.pipeline.acks import OrderedAcks
+from workers.pipeline.transactions import Transactions
 
 
 class RebalanceHooks:
-    """Keeps the ack lines and the fetcher consistent across a rebalance."""
+    """Keeps the ack lines, the transactions and the fetcher consistent across a rebalance."""
 
-    def __init__(self, app: Any, acks: OrderedAcks) -> None:
+    def __init__(self, app: Any, acks: OrderedAcks, transactions: Transactions | None) -> None:
         self.app = app
         self.acks = acks
+        self.transactions = transactions
 
     def connect(self) -> None:
         self.app.on_partitions_revoked.connect(self.on_revoked)
         self.app.on_rebalance_complete.connect(self.on_rebalance_complete)
 
-    def on_revoked(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+    async def on_revoked(
+        self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any
+    ) -> None:
         """``on_partitions_revoked``: the revoked partitions come first in ``args``.
 
         Before: their streams have stopped taking messages. After: their ack lines are gone,
-        so no late delivery acks a message the new owner will handle again."""
+        so no late delivery acks a message the new owner will handle again, and (exactly-once)
+        their transactional producers are closed, with no transaction open."""
         self.acks.forget(args[0])
+        if self.transactions is not None:
+            await self.transactions.revoke(args[0])
 
     def on_rebalance_complete(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
         """``on_rebalance_complete``: recovery is done, the seek to the committed offsets is

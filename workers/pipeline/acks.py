@@ -31,13 +31,20 @@ log = logging.getLogger(__name__)
 
 
 class Slot:
-    """One consumed message's place in its partition's line."""
+    """One consumed message's place in its partition's line, and (exactly-once mode only) the
+    outputs it waits to commit with (workers/pipeline/transactions.py)."""
 
-    __slots__ = ("done", "event")
+    __slots__ = ("done", "event", "outputs")
 
     def __init__(self, event: Any) -> None:
         self.event = event
         self.done = False
+        self.outputs: list[tuple[str, Any]] | None = None
+
+
+def ack(slot: Slot) -> None:
+    """At-least-once: a message is finished once its outputs are on the broker."""
+    slot.event.ack()
 
 
 @dataclass
@@ -62,10 +69,14 @@ class OrderedAcks:
     """
 
     def __init__(
-        self, generation: Callable[[], int], committed: Callable[[Any], int | None]
+        self,
+        generation: Callable[[], int],
+        committed: Callable[[Any], int | None],
+        release: Callable[[Slot], None] = ack,
     ) -> None:
         self._generation = generation
         self._committed = committed  # tp → the offset its stream must start at, or None
+        self._release = release  # what happens to a finished message, in line order
         self._lines: dict[Any, deque[Slot]] = {}
         self._cursors: dict[Any, _Cursor] = {}
 
@@ -100,13 +111,14 @@ class OrderedAcks:
         return slot
 
     def done(self, *slots: Slot) -> None:
-        """The messages' outputs are on the broker: ack them and the finished ones behind
-        them, draining each partition's line once however many slots finished.
+        """The messages are finished (their outputs are on the broker, or handed to their
+        transaction): release them and the finished ones behind them (``release``: ack them),
+        draining each partition's line once however many slots finished.
 
         Before: each slot came from ``track`` and was not passed to ``done`` before. After:
-        Faust has been told of every message at the head of each line that is done, in
-        offset order, and of none after the first one still pending; messages fetched in an
-        older generation are dropped from the line unacked (Faust redelivers them)."""
+        every message at the head of each line that is done has been released, in offset
+        order, and none after the first one still pending; messages fetched in an older
+        generation are dropped from the line unreleased (Faust redelivers them)."""
         lines = set()
         for slot in slots:
             slot.done = True
@@ -115,9 +127,9 @@ class OrderedAcks:
         for tp in lines:
             line = self._lines.get(tp)
             while line and line[0].done:
-                event = line.popleft().event
-                if event.message.generation_id == generation:
-                    event.ack()
+                slot = line.popleft()
+                if slot.event.message.generation_id == generation:
+                    self._release(slot)
 
     def forget(self, partitions: Iterable[Any]) -> None:
         """Partitions taken away: their unfinished messages will be redelivered to the new

@@ -24,7 +24,7 @@ from workers import metrics
 from workers.kafka.publisher import Publisher, Record
 from workers.pipeline.dead_letters import reason
 from workers.pipeline.ingest import Job
-from workers.pipeline.outbox import Outbox
+from workers.pipeline.outbox import Outbox, Output
 from workers.pipeline.outputs import BatchRows, OutputBuilder
 from workers.pipeline.sequence_store import SequenceStore
 from workers.scoring.follower import ModelHolder
@@ -104,14 +104,12 @@ class BatchPublisher:
         await self.in_flight.acquire()
         clock.lap("turn")
         try:
-            futures, predicted = await self.publish(jobs, scored, scores, failed, scorer)
+            delivered = await self.publish(jobs, scored, scores, failed, scorer)
         except Exception as exc:  # outputs that cannot be queued: the worker cannot go on
             self.in_flight.release()
             self.publisher.fail(exc)
             raise
         clock.lap("send")
-        slots = [j.slot for j in jobs]
-        delivered = self.outbox.ack_when_delivered(slots, futures, scored=predicted)
         delivered.add_done_callback(lambda _: self.in_flight.release())
         delivered.add_done_callback(lambda _: clock.lap("ack"))
 
@@ -145,39 +143,34 @@ class BatchPublisher:
         scores: Scores | None,
         failed: list[Failure],
         scorer: Scorer,
-    ) -> tuple[list[asyncio.Future], int]:
-        """Queue the batch's changelog records (every job's: each event is in its user's
-        stored sequence, scored or not), the scored jobs' predictions and alerts, and a DLQ
-        record for each job that failed; returns the futures that say they are all on the
-        broker, and how many predictions there are."""
+    ) -> asyncio.Future:
+        """Hand the outbox the batch's changelog records (every job's: each event is in its
+        user's stored sequence, scored or not), the scored jobs' predictions and alerts, and a
+        DLQ record for each job that failed; returns the future that says they are all on the
+        broker and the batch's messages finished."""
         predictions, alerts, failed = self._build(scored, scores, scorer, list(failed))
-        states: dict[bytes | None, Record] = {}  # the last state per user in this batch wins
-        for job in jobs:
+        states: dict[bytes | None, Output] = {}  # the last state per user in this batch wins
+        changelog = self.store.changelog_topic
+        for job in jobs:  # (it goes with the user's last job, the one whose offset is highest)
             message = job.slot.event.message
-            states[message.key] = Record(message.key, job.sequence_after, None, message.partition)
-        send_many = self.publisher.send_many
-        futures = await send_many(self.store.changelog_topic, states.values())
-        for future in futures:
-            future.add_done_callback(self.store.persisted)
-        if predictions:
-            futures += await send_many(self.settings.topic("predictions"), predictions)
-        if alerts:
-            futures += await send_many(self.settings.topic("alerts"), alerts)
-        for failure in failed:
-            futures.append(await self.outbox.dead_letter(failure.job.slot, *failure[1:]))
-        return futures, len(predictions)
+            record = Record(message.key, job.sequence_after, None, message.partition)
+            states[message.key] = Output(job.slot, changelog, record)
+        dead = [self.outbox.dead_letter(f.job.slot, f.stage, f.reason) for f in failed]
+        outputs = [*states.values(), *predictions, *alerts, *dead]
+        return await self.outbox.emit([j.slot for j in jobs], outputs, scored=len(predictions))
 
     def _build(
         self, scored: list[Job], scores: Scores | None, scorer: Scorer, failed: list[Failure]
-    ) -> tuple[list[Record], list[Record], list[Failure]]:
+    ) -> tuple[list[Output], list[Output], list[Failure]]:
         """The scored jobs' predictions and alerts; a job whose outputs cannot be built is
         added to ``failed`` (stage ``publish``) and dead-lettered alone."""
-        predictions: list[Record] = []
-        alerts: list[Record] = []
+        predictions: list[Output] = []
+        alerts: list[Output] = []
         if scores is None:
             return predictions, alerts, failed
         now = time.time()
         rows = BatchRows(scores, scorer)
+        topic, alert_topic = self.settings.topic("predictions"), self.settings.topic("alerts")
         for i, job in enumerate(scored):
             try:
                 prediction, job_alerts = self.outputs.build(job, rows, i, now)
@@ -185,6 +178,6 @@ class BatchPublisher:
                 log.exception("building the outputs of %s failed", job.record.event_id)
                 failed.append(Failure(job, "publish", reason(exc)))
                 continue
-            predictions.append(prediction)
-            alerts += job_alerts
+            predictions.append(Output(job.slot, topic, prediction))
+            alerts += [Output(job.slot, alert_topic, alert) for alert in job_alerts]
         return predictions, alerts, failed

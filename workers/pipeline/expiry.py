@@ -7,12 +7,11 @@ agent, which consumes that topic too, then deletes the user if still idle.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from schemas.settings import Settings
 from workers import metrics
-from workers.kafka.publisher import Publisher
+from workers.kafka.publisher import Publisher, Record
 from workers.pipeline.sequence import UserSequence
 from workers.pipeline.sequence_store import SequenceStore
 
@@ -38,11 +37,10 @@ class Expiry:
                 await self.publisher.send(topic, key, b"")
         metrics.USERS.set(count)
 
-    async def expire(self, key: bytes, partition: int) -> list[asyncio.Future]:
-        """Delete a user still idle; returns the delivery of its changelog tombstone, if any."""
+    def expire(self, key: bytes, partition: int) -> list[Record]:
+        """Delete a user still idle; returns its changelog tombstone, if any, to publish."""
         value = self.store.stored(key)
         if value is None or UserSequence.updated_at_of(value) >= self._cutoff():
             return []
         self.store.delete(key)
-        topic = self.store.changelog_topic
-        return [await self.publisher.send(topic, key, None, None, partition)]
+        return [Record(key, None, None, partition)]

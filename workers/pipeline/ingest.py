@@ -3,8 +3,8 @@
 Faust acks a message when an agent raises or a value fails to deserialize, so the agent reads
 raw bytes with manual acks: every message is either dead-lettered (and acked once the DLQ
 record is on the broker) or scored (and acked once its prediction and the sequence it changed
-are on the broker). Offsets are committed only up to the lowest unacked message, so a crash
-loses nothing.
+are on the broker, or committed in exactly-once mode). Offsets are committed only up to the
+lowest unacked message, so a crash loses nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from workers.pipeline.acks import OrderedAcks, Slot
 from workers.pipeline.batcher import MicroBatcher
 from workers.pipeline.dead_letters import reason
 from workers.pipeline.expiry import Expiry
-from workers.pipeline.outbox import Outbox
+from workers.pipeline.outbox import Outbox, Output
 from workers.pipeline.sequence import SeqEvent, UserSequence, seq_event
 from workers.pipeline.sequence_store import SequenceStore
 
@@ -65,8 +65,9 @@ class Ingest:
                 continue
             try:
                 if message.topic == expire_topic:
-                    expired = await self.expiry.expire(message.key, message.partition)
-                    self.outbox.ack_when_delivered([slot], expired)
+                    changelog = self.store.changelog_topic
+                    expired = self.expiry.expire(message.key, message.partition)
+                    await self.outbox.emit([slot], [Output(slot, changelog, r) for r in expired])
                     continue
                 metrics.EVENTS_IN.inc()
                 job = self.prepare(slot)

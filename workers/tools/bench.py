@@ -75,9 +75,14 @@ def machine() -> dict:
 async def _consume_all(
     settings: Settings, topic: str, n: int, timeout: float, child: ChildProcess | None = None
 ) -> list:
-    """Read ``n`` records from ``topic`` (from the start); returns them."""
+    """Read ``n`` records from ``topic`` (from the start) as a read_committed subscriber
+    would (the same as read_uncommitted for outputs published without transactions)."""
     consumer = topic_reader(
-        settings, topic, max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024
+        settings,
+        topic,
+        max_poll_records=5000,
+        fetch_max_bytes=64 * 1024 * 1024,
+        isolation_level="read_committed",
     )
     await consumer.start()
     records: list = []
@@ -281,6 +286,29 @@ async def text_comparison(
     return out
 
 
+async def exactly_once_comparison(
+    base: Settings, events: list[dict], at_least_once: dict, latency_seconds: float, workdir: Path
+) -> dict:
+    """The pipeline again on the same backlog with FORESIGHT_PROCESSING_GUARANTEE=exactly_once
+    (fresh topics and group), and its latency at half its own rate, beside ``at_least_once``
+    (the headline run)."""
+    s = _fresh(base, "eos").model_copy(update={"processing_guarantee": "exactly_once"})
+    await create_topics(s)
+    await produce(s, events, len(events), progress=False)
+    pipe = await pipeline_rate(s, len(events), workdir)
+    half = pipe["events_per_s"] / 2
+    _say(f"exactly-once {pipe['events_per_s']:.0f} ev/s; latency at {half:.0f} ev/s")
+    lat = _fresh(s, "lat")
+    await create_topics(lat)
+    timed = [e for e, _ in Generator(seed=10).events(50 + int(half * latency_seconds))]
+    latency = await pipeline_latency(lat, timed, half, workdir)
+    return {
+        "at_least_once": at_least_once,
+        "exactly_once": {**pipe, **latency},
+        "events_per_s_ratio": round(pipe["events_per_s"] / at_least_once["events_per_s"], 4),
+    }
+
+
 #: Offered loads of the latency-versus-load curve, as shares of the measured maximum.
 LOAD_SHARES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -355,6 +383,10 @@ async def run_bench(
     curve = await load_curve(
         base, pipe["events_per_s"], load_shares, latency_seconds, workdir, {0.5: latency}
     )
+    _say("the pipeline in exactly-once mode on the same backlog")
+    guarantees = await exactly_once_comparison(
+        base, events, {**pipe, **latency}, latency_seconds, workdir
+    )
     n_naive = min(n, naive_events or n)
     _say(f"naive per-event agent on {n_naive} events")
     naive = await naive_rate(base, n_naive, workdir)
@@ -367,6 +399,7 @@ async def run_bench(
         "raw": raw,
         "pipeline": {**pipe, **latency},
         "latency_vs_load": curve,
+        "guarantees": guarantees,
         "naive": naive,
         "ratios": {
             "pipeline_vs_raw": round(pipe["events_per_s"] / raw["events_per_s"], 4),
