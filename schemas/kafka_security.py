@@ -60,7 +60,10 @@ def aiokafka_kwargs(settings: Settings) -> dict[str, Any]:
 def topic_reader(settings: Settings, *topics: str, **options: Any) -> Any:
     """An aiokafka consumer outside any consumer group that reads ``topics`` (or what is
     assigned to it later) from the earliest offset and commits nothing: how the trainer, the
-    bench, the demo and the tests read a topic's history. Start and stop it yourself."""
+    bench, the demo, the monitor and the tests read a topic's history. It reads committed
+    records only (``options`` may say otherwise): a worker in exactly-once mode publishes in
+    transactions, and what a killed one had written before its transaction was aborted is not
+    output. Start and stop it yourself."""
     from aiokafka import AIOKafkaConsumer
 
     return AIOKafkaConsumer(
@@ -69,7 +72,7 @@ def topic_reader(settings: Settings, *topics: str, **options: Any) -> Any:
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        **options,
+        **{"isolation_level": "read_committed", **options},
     )
 
 

@@ -136,6 +136,14 @@ class Settings(BaseSettings):
         "Kafka transaction, so a read_committed reader sees every event's outputs once, crash "
         "or not; outputs become visible at each commit, a few milliseconds later.",
     )
+    transaction_interval_ms: float = Field(
+        100.0,
+        ge=0,
+        le=60_000,
+        description="exactly_once only: the least time between the starts of two transactions "
+        "of one input partition. Longer means fewer, larger transactions (less broker work per "
+        "event) and outputs visible later.",
+    )
     publish_timeout_seconds: float = Field(
         120.0,
         ge=1,

@@ -13,6 +13,9 @@ so retries keep the order per partition. It does so until the batch is older tha
 timeout, which is therefore ``publish_timeout_seconds``. After that nothing can be published in
 order any more, so the first failed delivery calls ``on_failure`` (the worker exits for a
 restart) instead of leaving a silent gap in front of the commit point.
+
+With a ``transactional_id`` the same publisher commits records and consumer offsets in Kafka
+transactions (exactly-once mode, workers/pipeline/transactions.py).
 """
 
 from __future__ import annotations

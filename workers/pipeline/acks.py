@@ -61,8 +61,9 @@ class OrderedAcks:
     The hooks and the order they are called in, on the event loop only (no locking):
 
     1. ``track(event)`` by the ingest agent, for each message Faust delivers, in delivery order.
-    2. ``done(*slots)`` once every output of those messages is on the broker; any number of
-       times, in any order across slots, each slot at most once.
+    2. ``done(*slots)`` once every output of those messages is on the broker (or, in
+       exactly-once mode, waits for its transaction); any number of times, in any order
+       across slots, each slot at most once.
     3. ``forget(partitions)`` from ``on_partitions_revoked``, before the new generation's
        messages are delivered; slots of those partitions may still reach ``done`` afterwards
        and are then ignored.

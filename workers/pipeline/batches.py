@@ -34,6 +34,9 @@ from workers.scoring.scorer import Scorer, Scores
 log = logging.getLogger(__name__)
 MAX_IN_FLIGHT_BATCHES = 4
 """Batches published and waiting for the broker's acks; more wait before publishing."""
+MAX_IN_FLIGHT_TRANSACTED_BATCHES = 16
+"""The same in exactly-once mode, where a batch waits for its partitions' next transactions
+(up to ``transaction_interval_ms`` later): four would cap the rate at four batches a commit."""
 BATCHES_AT_ONCE = 2
 """Batches being scored or published at once: one in the scoring process, one publishing."""
 
@@ -75,10 +78,13 @@ class BatchPublisher:
     store: SequenceStore
     publisher: Publisher
     outbox: Outbox
-    in_flight: asyncio.Semaphore = field(
-        default_factory=lambda: asyncio.Semaphore(MAX_IN_FLIGHT_BATCHES)
-    )
+    in_flight: asyncio.Semaphore = field(init=False)
     _publish_turn: asyncio.Future | None = None  # done once the latest batch has published
+
+    def __post_init__(self) -> None:
+        transacted = self.settings.processing_guarantee == "exactly_once"
+        limit = MAX_IN_FLIGHT_TRANSACTED_BATCHES if transacted else MAX_IN_FLIGHT_BATCHES
+        self.in_flight = asyncio.Semaphore(limit)
 
     async def handle(self, jobs: list[Job]) -> None:
         """The batcher's handler: score one batch, publish it after the batch before it, and

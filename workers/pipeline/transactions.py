@@ -5,9 +5,11 @@ later, so a crash in between publishes them again. Here a finished message's out
 in its partition's line order (workers/pipeline/acks.py), until its partition's next Kafka
 transaction: predictions, alerts, DLQ records and the group's offset for the messages behind
 them commit together or not at all, so a ``read_committed`` reader sees each event's outputs
-once, across kill -9. A transaction starts as soon as the previous one of its partition ends,
-with whatever finished meanwhile: no timer, and the busier the stream, the larger each
-transaction.
+once, across kill -9. A partition's next transaction starts once its previous one has ended
+and ``transaction_interval_ms`` has passed since that one began, with whatever finished
+meanwhile: each transaction costs the broker a marker in every partition it wrote to and a few
+round trips, so fewer, larger ones cost less (Kafka Streams commits every 100 ms in its
+exactly-once mode), at the price of outputs becoming visible up to that much later.
 
 The sequence table's changelog records are the exception: they go out just before the
 transaction, through the worker's plain producer, and the transaction waits until the broker
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +69,7 @@ class _Partition:
     task: asyncio.Task | None = None
     started: bool = False
     closing: bool = False
+    began: float = 0.0  # time.monotonic() when its latest transaction began
 
     def take(self, slot: Slot) -> None:
         for topic, record in slot.outputs or ():
@@ -139,7 +143,12 @@ class Transactions:
             if not part.started:
                 part.started = True
                 await part.publisher.start()
+            interval = self.settings.transaction_interval_ms / 1000
             while part.slots and not part.closing:
+                await asyncio.sleep(part.began + interval - time.monotonic())
+                if part.closing:
+                    break
+                part.began = time.monotonic()
                 outputs, offsets, slots, committed = part.drain()
                 await self._send_changelog(outputs.pop(self._changelog_topic, []))
                 await part.publisher.commit_transaction(outputs, offsets, self.group_id)

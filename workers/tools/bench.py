@@ -78,11 +78,7 @@ async def _consume_all(
     """Read ``n`` records from ``topic`` (from the start) as a read_committed subscriber
     would (the same as read_uncommitted for outputs published without transactions)."""
     consumer = topic_reader(
-        settings,
-        topic,
-        max_poll_records=5000,
-        fetch_max_bytes=64 * 1024 * 1024,
-        isolation_level="read_committed",
+        settings, topic, max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024
     )
     await consumer.start()
     records: list = []
