@@ -111,6 +111,7 @@ def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
     assert guarantees["at_least_once"]["events_per_s"] == result["pipeline"]["events_per_s"]
     assert guarantees["exactly_once"]["events"] == 600
     assert guarantees["exactly_once"]["latency_ms"]["p99"] > 0
+    assert guarantees["exactly_once"]["published_latency_ms"]["p99"] > 0
     assert guarantees["events_per_s_ratio"] > 0
     assert "| exactly_once |" in markdown(result)
     plot_latency(result, tmp_path / "bench.png")

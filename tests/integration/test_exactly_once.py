@@ -26,6 +26,19 @@ from workers.kafka.topics import create_topics
 COMMITTED = {"isolation_level": "read_committed"}
 
 
+async def assert_each_output_once(s: Settings, events: list[dict], malformed: set[bytes]) -> None:
+    """What a read_committed reader sees: one prediction per valid event, the DLQ records of
+    the malformed ones once each, the commits at the end, the table as computed offline."""
+    await assert_commits_reach_the_end(s)
+    predictions = await read_all(s, s.topic("predictions"), **COMMITTED)
+    per_event = Counter(orjson.loads(r.value)["event_id"] for r in predictions)
+    assert set(per_event) == {e["event_id"] for e in events}
+    assert per_event.most_common(1)[0][1] == 1, per_event.most_common(3)
+    dead = [r.value for r in await read_all(s, s.topic("events.dlq"), **COMMITTED)]
+    assert sorted(dead) == sorted(malformed)
+    assert await table_from_changelog(s, **COMMITTED) == offline_sequences(events, s)
+
+
 async def test_three_kills_and_every_output_is_seen_once(served: Settings, tmp_path: Path) -> None:
     s = served.model_copy(
         update={
@@ -44,21 +57,11 @@ async def test_three_kills_and_every_output_is_seen_once(served: Settings, tmp_p
     )
     try:
         assert run.kills == 3
-        await assert_commits_reach_the_end(s)
-        predictions = await read_all(s, s.topic("predictions"), **COMMITTED)
-        per_event = Counter(orjson.loads(r.value)["event_id"] for r in predictions)
-        assert set(per_event) == valid
-        assert per_event.most_common(1)[0][1] == 1, per_event.most_common(3)
-
+        await assert_each_output_once(s, events, malformed)
         alerts = [orjson.loads(r.value) for r in await read_all(s, s.topic("alerts"), **COMMITTED)]
         per_alert = Counter((a["event_id"], a["kind"]) for a in alerts)
         assert {event_id for event_id, kind in per_alert if kind == "fraud_risk"} == valid
         assert per_alert.most_common(1)[0][1] == 1, per_alert.most_common(3)
-
-        dead = [r.value for r in await read_all(s, s.topic("events.dlq"), **COMMITTED)]
-        assert sorted(dead) == sorted(malformed)
-        assert await table_from_changelog(s, **COMMITTED) == offline_sequences(events, s)
-
     finally:
         for worker in run.survivors:
             worker.stop()
@@ -88,14 +91,7 @@ async def test_a_killed_group_member_is_taken_over_without_duplicates(
     )
     try:
         assert run.kills == 1 and len(run.survivors) == 1  # the survivor fenced the dead one
-        await assert_commits_reach_the_end(s)
-        predictions = await read_all(s, s.topic("predictions"), **COMMITTED)
-        per_event = Counter(orjson.loads(r.value)["event_id"] for r in predictions)
-        assert set(per_event) == valid
-        assert per_event.most_common(1)[0][1] == 1, per_event.most_common(3)
-        dead = [r.value for r in await read_all(s, s.topic("events.dlq"), **COMMITTED)]
-        assert sorted(dead) == sorted(malformed)
-        assert await table_from_changelog(s, **COMMITTED) == offline_sequences(events, s)
+        await assert_each_output_once(s, events, malformed)
     finally:
         for worker in run.survivors:
             worker.stop()

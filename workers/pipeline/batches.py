@@ -34,9 +34,10 @@ from workers.scoring.scorer import Scorer, Scores
 log = logging.getLogger(__name__)
 MAX_IN_FLIGHT_BATCHES = 4
 """Batches published and waiting for the broker's acks; more wait before publishing."""
-MAX_IN_FLIGHT_TRANSACTED_BATCHES = 16
+MAX_IN_FLIGHT_TRANSACTED_BATCHES = 64
 """The same in exactly-once mode, where a batch waits for its partitions' next transactions
-(up to ``transaction_interval_ms`` later): four would cap the rate at four batches a commit."""
+(up to ``transaction_interval_ms`` later): four would cap the rate at four batches a commit,
+and a paced stream makes small batches. At most ~16 MB of outputs held (batches of 256)."""
 BATCHES_AT_ONCE = 2
 """Batches being scored or published at once: one in the scoring process, one publishing."""
 

@@ -182,25 +182,34 @@ async def pipeline_latency(
         )
         await asyncio.sleep(0.5)  # the last batch's acks land just after its predictions
         stages = stage_latency(before, stage_buckets(port))
+        inputs = await _consume_all(settings, settings.topic("events"), len(events), 120)
     finally:
         worker.stop()
+    produced_ms = {orjson.loads(r.value)["event_id"]: r.timestamp for r in inputs}
     # By event_id, not by position: the consumer reads partition by partition, so the warm-up
     # predictions (seconds late while the worker started) are not all among the first read.
     warm_ids = {e["event_id"] for e in warm}
     predictions = [(r.timestamp, orjson.loads(r.value)) for r in records]
     timed_records = [(ts, p) for ts, p in predictions if p["event_id"] not in warm_ids]
     latencies = np.array([p["latency_ms"] for _, p in timed_records])
+    # produced → published: also the time an output waits for its transaction (exactly-once)
+    visible = np.array([ts - produced_ms[p["event_id"]] for ts, p in timed_records], dtype=float)
     return {
         "offered_events_per_s": round(rate, 1),
         "latency_events": len(timed),
-        "latency_ms": {
-            p: round(float(np.percentile(latencies, q)), 2)
-            for p, q in (("p50", 50), ("p95", 95), ("p99", 99))
-        },
+        "latency_ms": _percentiles(latencies),
+        "published_latency_ms": _percentiles(visible),
         "latency_by_second": latency_by_second(
             np.array([ts for ts, _ in timed_records], dtype=float), latencies
         ),
         "stages_ms": stages,
+    }
+
+
+def _percentiles(values: np.ndarray) -> dict[str, float]:
+    return {
+        p: round(float(np.percentile(values, q)), 2)
+        for p, q in (("p50", 50), ("p95", 95), ("p99", 99))
     }
 
 
