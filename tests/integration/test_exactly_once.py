@@ -3,25 +3,36 @@ mid-replay, and a read_committed reader of its outputs sees each valid event's p
 each alert once, each malformed event's DLQ record once (the same test in at-least-once mode
 sees repeats: checked by hand when this was written). And a two-worker group of
 which one is killed: the survivor takes its partitions over (a rebalance, with transactions in
-flight) and still nothing is seen twice."""
+flight) and still nothing is seen twice. And a zombie: a worker whose transactional id another
+producer took exits for a restart instead of writing on."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
 from pathlib import Path
 
 import orjson
+from aiokafka import AIOKafkaProducer
 
+from schemas.kafka_security import aiokafka_kwargs
 from schemas.settings import Settings
 from tests.support.chaos import replay_with_kills, with_malformed
 from tests.support.worker_harness import (
+    TopicReader,
     assert_commits_reach_the_end,
+    event_ids,
+    keyed,
     offline_sequences,
+    produce,
     read_all,
     table_from_changelog,
     valid_events,
 )
+from workers.kafka.publisher import EXIT_CANNOT_PUBLISH
 from workers.kafka.topics import create_topics
+from workers.tools.worker_processes import WorkerProcess
 
 COMMITTED = {"isolation_level": "read_committed"}
 
@@ -95,3 +106,42 @@ async def test_a_killed_group_member_is_taken_over_without_duplicates(
     finally:
         for worker in run.survivors:
             worker.stop()
+
+
+async def test_a_fenced_worker_exits_and_its_successor_sees_each_output_once(
+    served: Settings, tmp_path: Path
+) -> None:
+    """A zombie: another producer takes partition 0's transactional id while the worker is
+    mid-stream (what the next owner of the partition does), so the worker's next transaction
+    there is refused; it exits for a restart, saying why, and nothing it had not committed
+    is seen."""
+    s = served.model_copy(update={"processing_guarantee": "exactly_once"})
+    await create_topics(s)
+    events = valid_events(4_000, users=300, seed=55)
+    feed = asyncio.create_task(produce(s, s.topic("events"), keyed(events), rate=500))
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(s, log).start()
+    try:
+        async with TopicReader(s, s.topic("predictions"), **COMMITTED) as preds:
+            await preds.until(lambda r: len(r) >= 500, 120, [worker])
+        usurper = AIOKafkaProducer(**aiokafka_kwargs(s), transactional_id=f"{s.app_id}-eos-0")
+        await usurper.start()  # fences the worker's producer of partition 0
+        began = time.monotonic()
+        while worker.alive() and time.monotonic() - began < 60:
+            await asyncio.sleep(0.5)
+        code = worker.proc.poll() if worker.proc else None
+        await usurper.stop()
+    finally:
+        worker.stop()
+    assert code == EXIT_CANNOT_PUBLISH, (code, worker.tail())
+    assert "fenced" in worker.tail(20_000)
+    worker = WorkerProcess(s, log).start()  # what the orchestrator does next
+    try:
+        await feed
+        valid = {e["event_id"] for e in events}
+        async with TopicReader(s, s.topic("predictions"), **COMMITTED) as preds:
+            await preds.until(lambda r: event_ids(r) >= valid, 180, [worker])
+        await assert_each_output_once(s, events, set())
+    finally:
+        worker.stop()
+        feed.cancel()

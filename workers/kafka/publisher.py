@@ -31,8 +31,11 @@ from typing import NamedTuple
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
+    InvalidProducerEpoch,
     KafkaError,
+    ProducerFenced,
     TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
 )
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -223,6 +226,16 @@ def exit_for_restart(timeout: float, exc: BaseException) -> None:
         why = (
             f"the broker does not authorize this worker's user to write an output ({exc}); "
             "grant it WRITE and DESCRIBE on the output topics"
+        )
+    elif isinstance(exc, TransactionalIdAuthorizationFailed):
+        why = (
+            f"the broker does not authorize this worker's user to use its transactional ids "
+            f"({exc}); grant it WRITE and DESCRIBE on TransactionalId '<app id>-eos-' (prefixed)"
+        )
+    elif isinstance(exc, ProducerFenced | InvalidProducerEpoch):
+        why = (
+            "another worker has taken over one of this worker's partitions and fenced its "
+            f"transactional producer ({exc})"
         )
     else:
         why = (

@@ -12,6 +12,7 @@ when the worker is killed.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -79,7 +80,10 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    try:
+        serve(sys.stdin.buffer, sys.stdout.buffer)
+    except BrokenPipeError:  # the worker exited while a batch was being scored: nothing to say
+        os._exit(0)  # not sys.exit: flushing the broken stdout on the way out would raise again
 
 
 if __name__ == "__main__":
