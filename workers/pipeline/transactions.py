@@ -122,9 +122,11 @@ class Transactions:
 
     def committed(self, slots: Iterable[Slot]) -> asyncio.Future:
         """Done once the outputs of ``slots`` (released already) are committed, or dropped
-        because their partition was taken away."""
+        because their partition was taken away (then at once: a slot of a revoked partition
+        is never released, and must not hold a batch's place in flight)."""
         numbers = {slot.event.message.partition for slot in slots}
-        return asyncio.gather(*(self._partition(n).committed for n in numbers))
+        parts = [self._partitions[n] for n in numbers if n in self._partitions]
+        return asyncio.gather(*(part.committed for part in parts))
 
     def _partition(self, number: int) -> _Partition:
         part = self._partitions.get(number)
