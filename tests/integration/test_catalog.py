@@ -1,12 +1,21 @@
 """New items at serve time, against the real broker: an item published to ``catalog`` after the
-model was trained is recommended to a user whose recent items are its neighbours in text, and
-a restarted worker still recommends it (rebuilt from the compacted topic)."""
+model was trained is ranked in a user's ``top_items`` with exactly the score the model's text
+path gives it offline, and a restarted worker still ranks it (rebuilt from the compacted topic).
+
+The model's top-k covers the whole toy catalog (twelve items), so the new item is ranked unless
+it scores below every one of them. Whether it also beats the other topics' trained items in a
+top 5, as this test once asked, is the toy model's margin: twelve titles are too few for its
+text projection to generalise, and that margin flipped with the CPU's floating point (passed
+on one VM, failed on the next). What this test is about is the catalog path itself, so it is
+pinned to the offline computation instead.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from models import registry
@@ -18,8 +27,12 @@ from tests.support.helpers import tiny_config, topical_history
 from tests.support.worker_harness import TopicReader, WorkerProcess, keyed, produce
 from workers.catalog import publish_catalog
 from workers.kafka.topics import create_topics
+from workers.pipeline.sequence import SeqEvent
+from workers.scoring.scorer import OnnxScorer
 
 NEW = CatalogItem(item_id="jazz-new", title="jazz piano and saxophone album", category="music")
+TOP_K = 12  # every trained item: the new one is ranked unless it scores below all twelve
+MAX_LEN = 10  # tiny_config's
 
 
 def _jazz_events(start: int, n: int) -> list[dict]:
@@ -40,6 +53,33 @@ def _recommended(records: list) -> list[list[str]]:
     return [[t["item_id"] for t in orjson.loads(r.value)["top_items"]] for r in records]
 
 
+def _offline_top_items(model: Path, events: list[dict], max_len: int) -> dict[str, float]:
+    """The top items, with scores, that the model and its text encoder give ``events`` with
+    the new item known: the trainer's cold-start text path, run outside the worker."""
+    scorer = OnnxScorer.from_directory(model, max_len)
+    assert scorer.learn_items([(NEW.item_id, NEW.text())]) == 1
+    seq = [SeqEvent(e["ts"], e["type"], e["event_id"], e["item_id"], None) for e in events]
+    out = scorer.run([seq[-max_len:]])
+    names = [
+        scorer.item_ids[i] if i >= 0 else out["new_item_ids"][-i - 1] for i in out["top_items"][0]
+    ]
+    return dict(zip(names, out["top_scores"][0].tolist(), strict=True))
+
+
+def _assert_ranked_as_offline(record, model: Path) -> None:
+    """``record`` (a prediction for the listener's event ``j<n>``) ranks the new item, and its
+    top items and scores are the offline ones for the listener's events up to that one."""
+    served = {t["item_id"]: t["score"] for t in orjson.loads(record.value)["top_items"]}
+    n = int(_event_id(record)[1:])
+    expected = _offline_top_items(model, _jazz_events(0, n + 1), MAX_LEN)
+    assert NEW.item_id in served, served
+    assert served.keys() == expected.keys()
+    assert np.allclose([served[i] for i in expected], list(expected.values()), atol=1e-5), (
+        served,
+        expected,
+    )
+
+
 async def test_a_published_item_is_ranked_and_survives_a_restart(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -47,10 +87,7 @@ async def test_a_published_item_is_ranked_and_survives_a_restart(
     version, _ = train_and_register(
         topical_history(users=200),
         s.registry,
-        # seed 1: with seed 0 this build's batch order gives a model whose garden-1 scores
-        # 0.29 for a jazz listener against the new jazz item's 0.24 (seeds 1, 2: 0.32, 0.42
-        # with nothing else above 0.03); the test is about the catalog path, not that margin
-        tiny_config(top_k=5, epochs=30, hidden=32, patience=50, seed=1),
+        tiny_config(top_k=TOP_K, epochs=30, hidden=32, patience=50, seed=1),
         cold_start_share=None,
     )
     registry.mark_current(s.registry, version)
@@ -59,6 +96,7 @@ async def test_a_published_item_is_ranked_and_survives_a_restart(
     assert NEW.item_id not in Vocab.load(s.registry / version / "vocab.json").items
     await create_topics(s)
 
+    model = s.registry / version
     worker = WorkerProcess(s, tmp_path / "worker.log").start()
     try:
         async with TopicReader(s, s.topic("predictions")) as preds:
@@ -68,11 +106,13 @@ async def test_a_published_item_is_ranked_and_survives_a_restart(
             await publish_catalog(s, [NEW])  # after training, while the worker runs
             sent = 3
             while not any(NEW.item_id in row for row in _recommended(preds.records[3:])):
-                assert sent < 30, f"never recommended: {_recommended(preds.records)[-3:]}"
+                assert sent < 30, f"never ranked: {_recommended(preds.records)[-3:]}"
                 await produce(s, s.topic("events"), keyed(_jazz_events(sent, 1)))
                 sent += 1
                 await preds.until(lambda r, n=sent: len(r) >= n, 30, [worker])
                 await asyncio.sleep(0.5)
+        first = next(r for r in preds.records[3:] if NEW.item_id in _recommended([r])[0])
+        _assert_ranked_as_offline(first, model)
     finally:
         worker.stop()
 
@@ -84,8 +124,7 @@ async def test_a_published_item_is_ranked_and_survives_a_restart(
             await preds.until(lambda r: any(_event_id(x) == last for x in r), 90, [restarted])
     finally:
         restarted.stop()
-    after = next(x for x in preds.records if _event_id(x) == last)
-    assert NEW.item_id in _recommended([after])[0], _recommended([after])
+    _assert_ranked_as_offline(next(x for x in preds.records if _event_id(x) == last), model)
 
 
 def _event_id(record) -> str:
