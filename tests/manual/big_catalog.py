@@ -25,7 +25,12 @@ from models import registry
 from models.data import load
 from models.pipeline import peak_rss_mb, register_network
 from models.train import (
-    TrainConfig, baselines, build_dataset, evaluate, fit, loss_kind,
+    TrainConfig,
+    baselines,
+    build_dataset,
+    evaluate,
+    fit,
+    loss_kind,
     train_config_dict,
 )
 
