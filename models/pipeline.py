@@ -30,6 +30,7 @@ from models.text_export import add_text_encoder
 from models.train import (
     Dataset,
     TrainConfig,
+    TrainResult,
     baselines,
     build_dataset,
     cold_start,
@@ -96,6 +97,42 @@ def _io_spec(spec: dict[str, tuple[str, int]], names: dict[str, list[str | int]]
     return [{"name": n, "type": t, "shape": names[n]} for n, (t, _) in spec.items()]
 
 
+def provenance(history: History) -> dict:
+    """What a report says of the data it was trained on (small: kept where the history is not)."""
+    return {
+        "source": history.source,
+        "fingerprint": history.fingerprint,
+        "interactions": len(history.interactions),
+    }
+
+
+def training_report(
+    data: Dataset, result: TrainResult, cfg: TrainConfig, source: dict, users: int | None = None
+) -> dict:
+    """A training run's report: test and validation metrics, the baselines on the same test
+    users and what was trained how. With ``users``, the metrics are on the first ``users`` of
+    each split only (a full ranking of a million items per user is costly)."""
+    test_cases = data.cases("test")[:users]
+    report: dict = {
+        "metrics": evaluate(result.net, test_cases, cfg.max_len),
+        "validation": evaluate(result.net, data.cases("val")[:users], cfg.max_len),
+        "baselines": baselines(data, test_cases),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.curves["loss"]),
+        "seed": cfg.seed,
+        "data": {**source, "users": len(data.users), "items": len(data.vocab.items)},
+        "train_config": train_config_dict(cfg),
+        "loss": loss_kind(cfg, data.vocab.n_items),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "torch_threads": torch.get_num_threads(),
+        },
+    }
+    if users is not None:
+        report["sampled_users"] = users
+    return report
+
+
 def train_and_register(
     history: History,
     registry_dir: Path,
@@ -109,32 +146,11 @@ def train_and_register(
     without, the worker falls back to its opinion-word lexicon."""
     began = time.monotonic()
     data = data or build_dataset(history)
-    test_cases = data.cases("test")
     result = fit(data, cfg)
-    report: dict = {
-        "metrics": evaluate(result.net, test_cases, cfg.max_len),
-        "validation": evaluate(result.net, data.cases("val"), cfg.max_len),
-        "baselines": baselines(data, test_cases),
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.curves["loss"]),
-        "seed": cfg.seed,
-        "data": {
-            "source": history.source,
-            "fingerprint": history.fingerprint,
-            "users": len(data.users),
-            "items": len(data.vocab.items),
-            "interactions": len(history.interactions),
-        },
-        "train_config": train_config_dict(cfg),
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "torch_threads": torch.get_num_threads(),
-        },
-    }
+    report = training_report(data, result, cfg, provenance(history))
     if cold_start_share:
         report["cold_start"] = cold_start(data, cfg, cold_start_share)
     report["train_seconds"] = round(time.monotonic() - began, 1)
-    report["loss"] = loss_kind(cfg, data.vocab.n_items)
     report["peak_rss_mb"] = peak_rss_mb()
     version = register_network(
         result.net, result.curves, data, cfg, report, registry_dir, sentiment, history.rated_texts

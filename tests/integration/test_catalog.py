@@ -21,18 +21,17 @@ import orjson
 from models import registry
 from models.pipeline import train_and_register
 from models.vocab import Vocab
-from schemas.records import CatalogItem
+from schemas.records import CatalogItem, Event
 from schemas.settings import Settings
 from tests.support.helpers import tiny_config, topical_history
 from tests.support.worker_harness import TopicReader, WorkerProcess, keyed, produce
 from workers.catalog import publish_catalog
 from workers.kafka.topics import create_topics
-from workers.pipeline.sequence import SeqEvent
-from workers.scoring.scorer import OnnxScorer
+from workers.pipeline.sequence import seq_event
+from workers.scoring.scorer import OnnxScorer, scores_from
 
 NEW = CatalogItem(item_id="jazz-new", title="jazz piano and saxophone album", category="music")
 TOP_K = 12  # every trained item: the new one is ranked unless it scores below all twelve
-MAX_LEN = 10  # tiny_config's
 
 
 def _jazz_events(start: int, n: int) -> list[dict]:
@@ -58,20 +57,18 @@ def _offline_top_items(model: Path, events: list[dict], max_len: int) -> dict[st
     the new item known: the trainer's cold-start text path, run outside the worker."""
     scorer = OnnxScorer.from_directory(model, max_len)
     assert scorer.learn_items([(NEW.item_id, NEW.text())]) == 1
-    seq = [SeqEvent(e["ts"], e["type"], e["event_id"], e["item_id"], None) for e in events]
-    out = scorer.run([seq[-max_len:]])
-    names = [
-        scorer.item_ids[i] if i >= 0 else out["new_item_ids"][-i - 1] for i in out["top_items"][0]
-    ]
-    return dict(zip(names, out["top_scores"][0].tolist(), strict=True))
+    scores = scores_from(
+        scorer.run([[seq_event(Event.model_validate(e)) for e in events]]), scorer.item_ids
+    )
+    return dict(zip(scores.top_items[0], scores.top_scores[0].tolist(), strict=True))
 
 
-def _assert_ranked_as_offline(record, model: Path) -> None:
+def _assert_ranked_as_offline(record, model: Path, max_len: int) -> None:
     """``record`` (a prediction for the listener's event ``j<n>``) ranks the new item, and its
     top items and scores are the offline ones for the listener's events up to that one."""
     served = {t["item_id"]: t["score"] for t in orjson.loads(record.value)["top_items"]}
     n = int(_event_id(record)[1:])
-    expected = _offline_top_items(model, _jazz_events(0, n + 1), MAX_LEN)
+    expected = _offline_top_items(model, _jazz_events(0, n + 1), max_len)
     assert NEW.item_id in served, served
     assert served.keys() == expected.keys()
     assert np.allclose([served[i] for i in expected], list(expected.values()), atol=1e-5), (
@@ -112,7 +109,7 @@ async def test_a_published_item_is_ranked_and_survives_a_restart(
                 await preds.until(lambda r, n=sent: len(r) >= n, 30, [worker])
                 await asyncio.sleep(0.5)
         first = next(r for r in preds.records[3:] if NEW.item_id in _recommended([r])[0])
-        _assert_ranked_as_offline(first, model)
+        _assert_ranked_as_offline(first, model, s.max_sequence_length)
     finally:
         worker.stop()
 
@@ -124,7 +121,8 @@ async def test_a_published_item_is_ranked_and_survives_a_restart(
             await preds.until(lambda r: any(_event_id(x) == last for x in r), 90, [restarted])
     finally:
         restarted.stop()
-    _assert_ranked_as_offline(next(x for x in preds.records if _event_id(x) == last), model)
+    after = next(x for x in preds.records if _event_id(x) == last)
+    _assert_ranked_as_offline(after, model, s.max_sequence_length)
 
 
 def _event_id(record) -> str:

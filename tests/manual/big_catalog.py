@@ -8,7 +8,7 @@ the CURRENT version (candidate serving: an item index over the catalog), so that
         [--registry DIR]
 
 Early stopping validates on a sample of 2,000 users (a full ranking of a million items each);
-the test metrics and baselines of the export's report are on a sample of 2,000 test users too.
+the report's test and validation metrics and baselines are on 2,000 users of each split too.
 Kept out of `make test`: it takes about half an hour on two cores.
 """
 
@@ -23,16 +23,8 @@ from pathlib import Path
 
 from models import registry
 from models.data import load
-from models.pipeline import peak_rss_mb, register_network
-from models.train import (
-    TrainConfig,
-    baselines,
-    build_dataset,
-    evaluate,
-    fit,
-    loss_kind,
-    train_config_dict,
-)
+from models.pipeline import peak_rss_mb, provenance, register_network, training_report
+from models.train import TrainConfig, build_dataset, fit, loss_kind
 
 
 def main() -> None:
@@ -56,8 +48,7 @@ def main() -> None:
         print(f"generated {args.events:,} events in {time.monotonic() - began:.0f}s", flush=True)
     began = time.monotonic()
     history = load(f"jsonl:{events}")
-    source = {"source": history.source, "fingerprint": history.fingerprint}
-    interactions = len(history.interactions)
+    source = provenance(history)
     print(f"loaded in {time.monotonic() - began:.0f}s, peak RSS {peak_rss_mb()} MB", flush=True)
     began = time.monotonic()
     data = build_dataset(history)
@@ -76,31 +67,13 @@ def main() -> None:
         f"NDCG@10 {result.curves['val_ndcg@10'][0]:.4f}",
         flush=True,
     )
-    sample = data.cases("test")[:2_000]
-    metrics = evaluate(result.net, sample, cfg.max_len)
-    print("test sample:", metrics, f"peak RSS {peak_rss_mb()} MB", flush=True)
+    report = training_report(data, result, cfg, source, users=2_000)
+    print("test sample:", report["metrics"], f"peak RSS {peak_rss_mb()} MB", flush=True)
     if args.registry:
         began = time.monotonic()
-        report = {
-            "metrics": metrics,
-            "validation": {"ndcg@10": result.curves["val_ndcg@10"][-1]},
-            "baselines": baselines(data, sample),
-            "best_epoch": result.best_epoch,
-            "epochs_run": 1,
-            "seed": cfg.seed,
-            "data": {
-                **source,
-                "users": len(data.users),
-                "items": len(data.vocab.items),
-                "interactions": interactions,
-            },
-            "sampled_users": len(sample),
-            "loss": loss_kind(cfg, data.vocab.n_items),
-            "train_config": train_config_dict(cfg),
-        }
         version = register_network(result.net, result.curves, data, cfg, report, args.registry)
         registry.mark_current(args.registry, version)
-        print(json.dumps(report["candidate_path"], indent=1))
+        print(json.dumps(report.get("candidate_path", {}), indent=1))
         print(
             f"{args.registry / version}: exported in {time.monotonic() - began:.0f}s, "
             f"peak RSS {peak_rss_mb()} MB",
