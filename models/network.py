@@ -189,7 +189,7 @@ class ServingModel(_Serving):
     def forward(self, item_ids, event_types, time_gaps):
         last, prev, next_action, risk = self.latest(item_ids, event_types, time_gaps)
         logits = last @ self.table.T + self.blocked
-        log_normaliser = torch.logsumexp(logits, dim=-1)
+        log_normaliser = exportable_logsumexp(logits)
         item_logp = logits - log_normaliser.unsqueeze(-1)
         top_logp, top_items = torch.topk(item_logp, self.net.config.top_k, dim=-1)
         raw = surprise_raw(
@@ -226,6 +226,18 @@ def type_nll(net, prev_h, last_type):
     type_logp = torch.log_softmax(net.type_head(prev_h)[:, 1:], dim=-1)
     type_index = (last_type - 1).clamp(min=0)
     return -type_logp.gather(1, type_index.unsqueeze(1)).squeeze(1)
+
+
+def exportable_logsumexp(x: torch.Tensor) -> torch.Tensor:
+    """logsumexp over the last axis, summed in float64: max + log Σ exp(x - max).
+
+    Why not ``torch.logsumexp``: it exports to ONNX's ReduceLogSumExp, whose onnxruntime CPU
+    kernel accumulates in float32, so its error grows with the catalog: 1.1e-4 to 1.3e-3 off
+    torch on a trained 338,579-item table, 4.3e-4 on 300,000 Gumbel logits. A float32
+    ReduceSum still drifted by 5e-5 on the latter; the float64 sum stays under 1e-6 and
+    costs about the same as the kernel it replaces."""
+    top = x.max(dim=-1, keepdim=True).values
+    return (x - top).exp().double().sum(dim=-1).log().float() + top.squeeze(-1)
 
 
 def surprise_raw(net, prev_h, table, blocked, last_item, last_type):
