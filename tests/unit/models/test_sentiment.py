@@ -13,6 +13,7 @@ import pytest
 from models.pipeline import train_and_register
 from models.runtime import ModelRefused, load_artifact
 from models.sentiment import read_labelled
+from models.text_runtime import PADDING_WASTE, TEXT_GROUP, length_groups
 from tests.support.helpers import synthetic_history, tiny_config, tiny_sentiment
 from workers.scoring.scorer import OnnxScorer
 
@@ -56,6 +57,32 @@ def test_the_scorer_scores_texts_and_leaves_other_rows_empty(with_sentiment: Pat
     scorer = OnnxScorer.from_directory(with_sentiment, max_length=10)
     out = scorer.sentiment({1: "her performance was charming , just charming"}, rows=3)
     assert np.isnan(out[0]) and np.isnan(out[2]) and out[1] > 0
+
+
+def test_texts_are_grouped_by_length_with_little_padding() -> None:
+    lengths = np.array([40, 9, 10, 41, 60, 9, 11, 39] + [20] * 20)
+    groups = length_groups(lengths)
+    assert sorted(r for g in groups for r in g) == list(range(len(lengths)))
+    for group in groups:
+        widths = lengths[group]
+        assert list(widths) == sorted(widths) and len(group) <= TEXT_GROUP
+        assert len(group) * widths.max() <= widths.sum() * (1 + PADDING_WASTE)
+    assert [1, 5, 2] in groups and [4] in groups  # 9-10 tokens together, 60 alone
+
+
+def test_grouped_texts_score_as_they_do_alone(with_sentiment: Path) -> None:
+    model = load_artifact(with_sentiment).sentiment
+    assert model is not None
+    texts = [
+        "the story was superb , truly superb and the cast was superb too",
+        "dreadful",
+        "",
+        "the lamp was dreadful , so dreadful , and the box was dreadful",
+        "charming",
+    ]
+    alone = np.array([model.score([t])[0] for t in texts])
+    # within int8 noise: the graph quantises its activations per call, padding included
+    assert np.abs(model.score(texts) - alone).max() < 0.02
 
 
 def test_an_artifact_without_sentiment_falls_back_to_the_lexicon(tmp_path: Path) -> None:
