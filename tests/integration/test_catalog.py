@@ -88,7 +88,7 @@ async def test_a_published_item_is_ranked_and_survives_a_restart(
 ) -> None:
     s = settings
     version, _ = train_and_register(
-        topical_history(users=200, topics=TOPICS),
+        topical_history(TOPICS, users=200),
         s.registry,
         tiny_config(top_k=TOP_K, epochs=30, hidden=32, patience=50, seed=1),
         cold_start_share=None,

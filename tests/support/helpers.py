@@ -124,14 +124,6 @@ def tiny_sentiment(directory: Path):
     return SentimentSource(labelled_sentences(directory), config)
 
 
-TOPICS = {
-    "jazz": ["jazz piano trio album", "smooth jazz saxophone record", "bebop trumpet live jazz"],
-    "garden": ["garden hose with spray nozzle", "lawn mower for the garden", "flower seeds"],
-    "kitchen": ["chef knife for the kitchen", "cast iron frying pan", "kitchen scale digital"],
-    "running": ["running shoes for trail", "running socks breathable", "sports watch for runs"],
-}
-
-
 TITLE_WORDS = {
     "jazz": (
         ["live", "classic", "modern", "rare", "remastered", "smooth"],
@@ -172,9 +164,10 @@ def worded_topics() -> tuple[dict[str, list[str]], dict[str, str]]:
 
 
 def topical_history(
-    users: int = 48, length: int = 10, seed: int = 0, topics: dict[str, list[str]] = TOPICS
+    topics: dict[str, list[str]], users: int = 48, length: int = 10, seed: int = 0
 ) -> History:
-    """Users who stay within one topic of items with descriptive titles: what text can carry."""
+    """Users who stay within one topic of ``topics`` (topic → item titles): what text can
+    carry."""
     rng = random.Random(seed)
     item_text, by_topic = {}, {}
     for topic, titles in topics.items():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import orjson
 import pytest
 import torch
@@ -77,8 +78,6 @@ def test_the_exported_normaliser_stays_exact_over_a_big_catalog() -> None:
     # accumulation); the graph's own form must stay within 2e-6
     x = np.random.default_rng(0).gumbel(0, 1, (4, 300_000)).astype(np.float32)
     graph = onnx_bytes(_LogSumExp(), (torch.from_numpy(x),), {"x": 0}, {"y": 0}, "items")
-    import onnxruntime as ort
-
     (got,) = ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {"x": x})
     exact = torch.logsumexp(torch.from_numpy(x).double(), dim=-1).numpy()
     assert np.abs(got - exact).max() < 2e-6
