@@ -34,6 +34,12 @@ def _duration(text: str) -> float:
     " | topic:NAME",
 )
 @path_option("--labels", "JSONL of {event_id, fraud} labels for the risk head.", exists=True)
+@path_option(
+    "--catalog",
+    "The shop's catalog (JSONL or CSV, as `foresight catalog publish` reads it): every item "
+    "joins the model, ranked by its text until it has interactions.",
+    exists=True,
+)
 @path_option("--registry", "Registry directory (default FORESIGHT_REGISTRY).")
 @click.option("--epochs", type=int, default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -92,6 +98,7 @@ def _duration(text: str) -> float:
 def train(
     data_spec,
     labels,
+    catalog,
     registry,
     epochs,
     seed,
@@ -114,7 +121,7 @@ def train(
     import logging
     import time
 
-    from models.data import load
+    from models.data import load, with_catalog
     from models.network import NetworkConfig
     from models.pipeline import refresh_once
     from models.sentiment import SentimentConfig
@@ -142,6 +149,8 @@ def train(
         text = SentimentSource(sentiment, text_cfg)
     while True:
         history = load(data_spec, s, labels)
+        if catalog:
+            history = with_catalog(history, catalog)
         if users:
             keep = set(sorted({x.user_id for x in history.interactions}, key=natural_order)[:users])
             history.interactions = [x for x in history.interactions if x.user_id in keep]

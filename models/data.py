@@ -11,7 +11,7 @@ import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import orjson
@@ -21,6 +21,7 @@ from schemas import records
 from schemas.codec import InvalidRecord, decode_event
 from schemas.files import (
     iter_event_file,
+    read_catalog,
     read_movielens_items,
     read_movielens_ratings,
     read_user_item_pairs,
@@ -46,13 +47,16 @@ class Interaction:
 class History:
     """Interactions in source order, item descriptions for the language model, provenance, and
     the shop's own reviews that carry a rating (text, 1 when rated 4-5 or 0 when 1-2), which
-    adapt the sentiment model to the shop's language."""
+    adapt the sentiment model to the shop's language. ``catalog_items`` are the items of the
+    shop's catalog (:func:`with_catalog`): they join the vocabulary even when no one has
+    interacted with them yet, ranked by their text."""
 
     interactions: list[Interaction]
     item_text: dict[str, str]
     source: str
     fingerprint: str
     rated_texts: list[tuple[str, int]] = field(default_factory=list)
+    catalog_items: tuple[str, ...] = ()
 
 
 def load_movielens(directory: Path) -> History:
@@ -160,6 +164,24 @@ def load_topic(settings, topic: str, labels: Path | None = None) -> History:
     events = asyncio.run(_read_history(settings, topic))
     digest = hashlib.sha256(b"".join(e.event_id.encode() + b"\0" for e in events)).hexdigest()
     return _from_events(events, _labels(labels), f"topic:{topic}", digest)
+
+
+def with_catalog(history: History, path: Path) -> History:
+    """``history`` with the catalog file's items (JSONL or CSV, as ``foresight catalog
+    publish`` reads it; a file with invalid rows is refused whole): every item joins the
+    vocabulary, and its catalog text replaces what events said of it. The catalog is part of
+    the provenance, so a changed catalog is a different training set."""
+    items = read_catalog(path)
+    text = dict(history.item_text)
+    text.update((item.item_id, item.text()) for item in items)
+    fingerprint = hashlib.sha256(f"{history.fingerprint}+{sha256_of(path)}".encode()).hexdigest()
+    return replace(
+        history,
+        item_text=text,
+        source=f"{history.source}+catalog:{path}",
+        fingerprint=fingerprint,
+        catalog_items=tuple(item.item_id for item in items),
+    )
 
 
 def load(spec: str, settings=None, labels: Path | None = None) -> History:

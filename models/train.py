@@ -157,11 +157,11 @@ def natural_order(key: str) -> tuple:
 
 
 def build_dataset(history: History) -> Dataset:
-    """Vocabulary, per-user index sequences and the item text tables."""
+    """Vocabulary (the items of the interactions and of the catalog), per-user index sequences
+    and the item text tables."""
     seqs = user_sequences(history.interactions)
-    vocab = Vocab.build(
-        [x.item_id for x in history.interactions if x.item_id is not None], history.item_text
-    )
+    interacted = [x.item_id for x in history.interactions if x.item_id is not None]
+    vocab = Vocab.build(interacted + list(history.catalog_items), history.item_text)
     users = []
     for user in sorted(seqs, key=natural_order):
         s = seqs[user]
@@ -432,9 +432,11 @@ def baselines(data: Dataset, cases: list[EvalCase]) -> dict[str, dict]:
 
 
 def hidden_items(data: Dataset, share: float, seed: int) -> set[int]:
-    """A seeded random share of the item vocabulary, for the cold-start run."""
+    """A seeded random share of the items that occur in the sequences, for the cold-start run
+    (a catalog item no one has touched is cold already: hiding it would test nothing)."""
     rng = random.Random(seed)
-    items = list(range(N_RESERVED_ITEMS, data.vocab.n_items))
+    occurring = {i for u in data.users for i in u.items}
+    items = [i for i in range(N_RESERVED_ITEMS, data.vocab.n_items) if i in occurring]
     return set(rng.sample(items, round(share * len(items))))
 
 

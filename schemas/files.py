@@ -1,6 +1,7 @@
 """Files we read events from: event files in the Event schema (JSONL, CSV, Parquet, with the
-same validation as Kafka) and the MovieLens-100K layout. Shared by the trainer and the replay
-tool; invalid rows are counted, not fatal.
+same validation as Kafka) and the MovieLens-100K layout, shared by the trainer and the replay
+tool (invalid rows are counted, not fatal); and catalog files, shared by the trainer and
+``foresight catalog publish`` (a file with invalid rows is refused whole).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+from pydantic import ValidationError
+
 from schemas.codec import InvalidRecord, decode_event, validate
-from schemas.records import Event
+from schemas.records import CatalogItem, Event
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +126,48 @@ def read_user_item_pairs(path: Path) -> list[tuple[str, str]]:
                 raise ValueError(f"{path}:{number}: expected 'user item', got {line.strip()!r}")
             rows.append((fields[0], fields[1]))
     return rows
+
+
+# --- catalog files -----------------------------------------------------------------------------
+CATALOG_FIELDS = ("item_id", "title", "category", "description")
+
+
+class CatalogFileError(ValueError):
+    """Rows that are not catalog items; the message lists them."""
+
+
+def _catalog_rows(path: Path):
+    """(line number, raw row dict) for each row of a JSONL or CSV file."""
+    if path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8", newline="") as fh:
+            for line, row in enumerate(csv.DictReader(fh), start=2):
+                attrs = {k: v for k, v in row.items() if k not in CATALOG_FIELDS and v}
+                fields = {k: row[k] for k in CATALOG_FIELDS if row.get(k)}
+                yield line, {**fields, "attrs": attrs}
+        return
+    with open(path, "rb") as fh:
+        for line, raw in enumerate(fh, start=1):
+            if raw.strip():
+                try:
+                    yield line, orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    yield line, exc
+
+
+def read_catalog(path: Path, max_errors: int = 10) -> list[CatalogItem]:
+    """Every item of ``path``; raises :class:`CatalogFileError` if any row is invalid."""
+    items: list[CatalogItem] = []
+    errors: list[str] = []
+    bad = 0
+    for line, row in _catalog_rows(path):
+        try:
+            if isinstance(row, Exception):
+                raise ValueError(f"not JSON: {row}")
+            items.append(CatalogItem.model_validate(row))
+        except (ValidationError, ValueError) as exc:
+            bad += 1
+            if len(errors) < max_errors:
+                errors.append(f"line {line}: {str(exc).splitlines()[0]}")
+    if bad:
+        raise CatalogFileError(f"{path}: {bad} invalid catalog rows\n" + "\n".join(errors))
+    return items

@@ -149,14 +149,15 @@ def catalog() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def catalog_publish(file: Path) -> None:
     """Validate FILE (JSONL or CSV) and publish every item to the compacted catalog topic."""
-    from workers.catalog import CatalogFileError, publish_catalog, read_catalog
+    from schemas.files import CatalogFileError, read_catalog
+    from workers.catalog import publish_catalog
     from workers.kafka.topics import create_topics
 
     s = settings_or_exit()
     try:
         items = read_catalog(file)
     except CatalogFileError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(f"{exc}\nnothing published") from None
     asyncio.run(create_topics(s))
     sent = asyncio.run(publish_catalog(s, items))
     click.echo(f"published {sent} items to {s.topic('catalog')}")

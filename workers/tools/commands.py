@@ -78,7 +78,11 @@ def broker_status() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @path_option("--out", "Write JSONL here (default: produce to the events topic).")
 @path_option("--labels", "Write per-event fraud labels (JSONL) here.")
-def generate(n, users, items, fraud_rate, seed, out, labels) -> None:
+@path_option(
+    "--catalog-out",
+    "Write the whole catalog here (JSONL, for `train --catalog` and `catalog publish`).",
+)
+def generate(n, users, items, fraud_rate, seed, out, labels, catalog_out) -> None:
     """Synthetic e-commerce events with labelled fraud, deterministic by seed."""
     import contextlib
 
@@ -88,7 +92,13 @@ def generate(n, users, items, fraud_rate, seed, out, labels) -> None:
     from workers.tools.generator import Generator
     from workers.tools.produce import produce
 
-    pairs = Generator(users, items, fraud_rate, seed).events(n)
+    generator = Generator(users, items, fraud_rate, seed)
+    if catalog_out:
+        with open(catalog_out, "wb") as fh:
+            for item in generator.items:
+                fh.write(orjson.dumps(item.catalog_row()) + b"\n")
+        click.echo(f"wrote {len(generator.items)} catalog items to {catalog_out}")
+    pairs = generator.events(n)
     frauds = written = 0
     kept: list[dict] = []  # only when producing: a file is written as the events come
     with contextlib.ExitStack() as stack:

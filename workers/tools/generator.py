@@ -62,6 +62,15 @@ class Item:
     category: str
     price: float
 
+    def catalog_row(self) -> dict:
+        """The item as a catalog file row (schemas.records.CatalogItem)."""
+        return {
+            "item_id": self.item_id,
+            "title": self.title,
+            "category": self.category,
+            "attrs": {"price": self.price},
+        }
+
 
 def catalogue(n_items: int, rng: random.Random) -> list[Item]:
     items = []

@@ -10,8 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from models.data import Interaction, load, user_sequences
+from models.data import Interaction, load, user_sequences, with_catalog
+from models.train import build_dataset
 from models.vocab import Vocab
+from schemas.files import CatalogFileError
 
 ROWS = [
     {"event_id": "a", "user_id": "u1", "type": "view", "ts": 1_700_000_020, "item_id": "i2"},
@@ -89,3 +91,28 @@ def test_user_item_pairs_keep_file_order_an_hour_apart(tmp_path: Path) -> None:
     path.write_text("1 30 5\n")
     with pytest.raises(ValueError, match="expected 'user item'"):
         load(f"pairs:{path}")
+
+
+def test_a_catalog_brings_in_items_no_one_has_touched(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_bytes(
+        b'{"item_id": "i1", "title": "kettle", "category": "home"}\n'
+        b'{"item_id": "i9", "title": "garden hose"}\n'
+    )
+    history = load(f"jsonl:{_write(tmp_path, 'jsonl')}")
+    full = with_catalog(history, catalog)
+    assert full.catalog_items == ("i1", "i9")
+    assert full.item_text == {"i1": "kettle home", "i9": "garden hose"}
+    assert full.fingerprint != history.fingerprint and full.source.endswith(f"catalog:{catalog}")
+    assert build_dataset(history).vocab.items == ("i1", "i2")
+    data = build_dataset(full)
+    assert data.vocab.items == ("i1", "i2", "i9")
+    has_text = [bool(data.text_raw[data.vocab.item_index(i)].any()) for i in data.vocab.items]
+    assert has_text == [True, False, True]
+
+
+def test_a_catalog_with_a_bad_row_is_refused(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_bytes(b'{"item_id": "i1", "title": "kettle"}\n{"item_id": "i9"}\n')
+    with pytest.raises(CatalogFileError, match="line 2"):
+        with_catalog(load(f"jsonl:{_write(tmp_path, 'jsonl')}"), catalog)

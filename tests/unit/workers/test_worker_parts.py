@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from schemas import decode_event
 from schemas.internal import TrendPartial
-from schemas.records import TREND_TEXT_CHARS
+from schemas.records import TREND_TEXT_CHARS, CatalogItem, item_text
 from workers.analytics.alerts import AlertPolicy
 from workers.analytics.sentiment import lexicon_sentiment
 from workers.analytics.trends import TrendAccumulator, TrendAggregator
@@ -214,6 +214,17 @@ def test_generator_is_deterministic_valid_and_labelled() -> None:
         decode_event(orjson.dumps(event))
     patterns = {p for _, p in Generator(seed=3, fraud_rate=0.2).events(3000)}
     assert patterns >= {None, "account_takeover", "card_testing", "scraping"}
+
+
+def test_generated_catalog_rows_are_catalog_items_that_read_like_the_events() -> None:
+    generator = Generator(items=40, seed=3)
+    items = [CatalogItem.model_validate(item.catalog_row()) for item in generator.items]
+    assert [i.item_id for i in items] == [f"p{n}" for n in range(40)]
+    texts = {i.item_id: i.text() for i in items}
+    for event, _ in generator.events(500):
+        if "item_id" in event:
+            attrs = event["attrs"]
+            assert texts[event["item_id"]] == item_text(attrs["title"], attrs["category"])
 
 
 class _Message:

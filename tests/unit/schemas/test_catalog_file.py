@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from schemas.files import CatalogFileError, read_catalog
 from schemas.records import item_text
-from workers.catalog import CatalogFileError, read_catalog
 
 
 def test_jsonl_and_csv_give_the_same_items(tmp_path: Path) -> None:
@@ -38,6 +38,6 @@ def test_the_trainer_and_the_catalog_build_an_items_text_alike() -> None:
 def test_a_file_with_bad_rows_is_refused_with_their_lines(tmp_path: Path) -> None:
     path = tmp_path / "items.jsonl"
     path.write_text('{"item_id": "a", "title": "ok"}\nnot json\n{"item_id": "b"}\n')
-    with pytest.raises(CatalogFileError, match="2 invalid rows") as error:
+    with pytest.raises(CatalogFileError, match="2 invalid catalog rows") as error:
         read_catalog(path)
     assert "line 2" in str(error.value) and "line 3" in str(error.value)
