@@ -20,8 +20,8 @@ from models.contract import sha256_of
 from schemas import records
 from schemas.codec import InvalidRecord, decode_event
 from schemas.files import (
+    iter_catalog,
     iter_event_file,
-    read_catalog,
     read_movielens_items,
     read_movielens_ratings,
     read_user_item_pairs,
@@ -171,16 +171,18 @@ def with_catalog(history: History, path: Path) -> History:
     publish`` reads it; a file with invalid rows is refused whole): every item joins the
     vocabulary, and its catalog text replaces what events said of it. The catalog is part of
     the provenance, so a changed catalog is a different training set."""
-    items = read_catalog(path)
     text = dict(history.item_text)
-    text.update((item.item_id, item.text()) for item in items)
+    ids = []
+    for item in iter_catalog(path):
+        text[item.item_id] = item.text()
+        ids.append(item.item_id)
     fingerprint = hashlib.sha256(f"{history.fingerprint}+{sha256_of(path)}".encode()).hexdigest()
     return replace(
         history,
         item_text=text,
         source=f"{history.source}+catalog:{path}",
         fingerprint=fingerprint,
-        catalog_items=tuple(item.item_id for item in items),
+        catalog_items=tuple(ids),
     )
 
 

@@ -167,12 +167,13 @@ def markov(train_items: list[list[int]], cases: list[EvalCase], n_items: int) ->
     return metrics_from_ranks(streamed_ranks(block, cases, n_items))
 
 
-def text_only(text: np.ndarray, cases: list[EvalCase]) -> dict:
-    """Cosine similarity between the last input item's text embedding and every candidate."""
+def text_only(text: np.ndarray, of_item: np.ndarray, cases: list[EvalCase]) -> dict:
+    """Cosine similarity between the last input item's text embedding and every candidate
+    (item ``i``'s embedding is ``text[of_item[i]]``)."""
     norm = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
 
     def block(rows: slice, items: slice) -> np.ndarray:
         last = np.array([c.input_items[-1] for c in cases[rows]])
-        return norm[last] @ norm[items].T
+        return norm[of_item[last]] @ norm[of_item[items]].T
 
-    return metrics_from_ranks(streamed_ranks(block, cases, len(text)))
+    return metrics_from_ranks(streamed_ranks(block, cases, len(of_item)))

@@ -59,13 +59,25 @@ class NetworkConfig:
 class SequenceTransformer(nn.Module):
     """Encodes a left-padded event sequence; heads for next item, next type and risk."""
 
-    def __init__(self, config: NetworkConfig, text: torch.Tensor, seen: torch.Tensor) -> None:
+    def __init__(
+        self,
+        config: NetworkConfig,
+        text: torch.Tensor,
+        seen: torch.Tensor,
+        text_of_item: torch.Tensor | None = None,
+    ) -> None:
+        """``text`` holds the whitened text embeddings, one row per distinct text; item ``i``'s
+        is row ``text_of_item[i]`` (default: row ``i``, one row per item)."""
         super().__init__()
         self.config = config
         self.text: torch.Tensor
+        self.text_of_item: torch.Tensor
         self.seen: torch.Tensor
         d = config.hidden
+        if text_of_item is None:
+            text_of_item = torch.arange(len(text))
         self.register_buffer("text", text.float(), persistent=True)
+        self.register_buffer("text_of_item", text_of_item.long(), persistent=True)
         self.register_buffer("seen", seen.float(), persistent=True)
         self.item_id = nn.Embedding(config.n_items, d, padding_idx=PAD)
         self.text_proj = nn.Linear(config.text_dim, d, bias=False)
@@ -98,14 +110,16 @@ class SequenceTransformer(nn.Module):
     def item_table(self, id_keep: torch.Tensor | None = None) -> torch.Tensor:
         """[n_items, d]: ID part (only for items seen in training) + projected text part."""
         keep = self.seen if id_keep is None else self.seen * id_keep
-        return self.item_id.weight * keep.unsqueeze(1) + self.text_proj(self.text)
+        text = self.text_proj(self.text)[self.text_of_item]  # each distinct text once
+        return self.item_id.weight * keep.unsqueeze(1) + text
 
     def item_vectors(
         self, items: torch.Tensor, id_keep: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The rows of :meth:`item_table` for ``items`` only: training never needs the rest."""
         keep = self.seen[items] if id_keep is None else self.seen[items] * id_keep[items]
-        return self.item_id(items) * keep.unsqueeze(-1) + self.text_proj(self.text[items])
+        text = self.text_proj(self.text[self.text_of_item[items]])
+        return self.item_id(items) * keep.unsqueeze(-1) + text
 
     def hidden_states(self, item_ids, event_types, time_gaps, id_keep=None) -> torch.Tensor:
         """:meth:`encode` with only the batch's own items embedded (not the whole catalog)."""

@@ -244,7 +244,11 @@ def load_network(directory: Path) -> tuple[SequenceTransformer, Vocab, dict]:
     manifest = registry.manifest(directory.parent, directory.name)
     vocab = Vocab.load(directory / "vocab.json")
     state = load_file(str(directory / "weights.safetensors"))
-    net = SequenceTransformer(NetworkConfig(**manifest["network"]), state["text"], state["seen"])
+    if "text_of_item" not in state:  # artifacts from before the distinct-text rows: one a row
+        state["text_of_item"] = torch.arange(len(state["text"]))
+    net = SequenceTransformer(
+        NetworkConfig(**manifest["network"]), state["text"], state["seen"], state["text_of_item"]
+    )
     net.load_state_dict(state)
     return net.eval(), vocab, manifest
 

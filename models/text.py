@@ -79,25 +79,30 @@ def fit_whitening(x: np.ndarray, eps: float = 0.05) -> Whitening:
 
 def item_text_table(
     item_ids: list[str], item_text: dict[str, str], n_reserved: int
-) -> tuple[np.ndarray, np.ndarray, Whitening | None]:
-    """(whitened table, raw normalised table, the whitening), tables [n_reserved + n_items, 384].
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Whitening | None]:
+    """(whitened rows, raw normalised rows, each item's row, the whitening).
 
-    Rows of reserved slots and of items without text are zero in both; the whitening is None
-    when no item has text. The whitening is fitted on the distinct texts.
+    A big catalog repeats its titles (variants, sizes, a synthetic catalog's few hundred
+    titles over a million items), so the embeddings are kept once per distinct text: item
+    ``i``'s text embedding is ``rows[of_item[i]]``, and the tables grow with the distinct texts,
+    not with the catalog. Row 0 is zeros: the row of the reserved slots and of items without
+    text. The whitening (None when no item has text) is fitted on the distinct texts.
     """
-    raw = np.zeros((n_reserved + len(item_ids), TEXT_DIM), dtype=np.float32)
-    white = raw.copy()
+    of_item = np.zeros(n_reserved + len(item_ids), dtype=np.int64)
     rows = [i for i, item in enumerate(item_ids) if item_text.get(item)]
     if not rows:
-        return white, raw, None
+        zeros = np.zeros((1, TEXT_DIM), dtype=np.float32)
+        return zeros, zeros.copy(), of_item, None
     texts = [item_text[item_ids[i]] for i in rows]
-    distinct = list(dict.fromkeys(texts))  # a big catalog repeats titles: embed each once
+    distinct = list(dict.fromkeys(texts))
     log.info("embedding %d distinct item texts with all-MiniLM-L6-v2", len(distinct))
     emb = embed_texts(distinct)
     whitening = fit_whitening(emb)
-    position = {t: n for n, t in enumerate(distinct)}
-    which = np.fromiter((position[t] for t in texts), dtype=np.int64, count=len(texts))
-    target = np.array(rows, dtype=np.int64) + n_reserved
-    raw[target] = emb[which]
-    white[target] = whitening.apply(emb)[which]
-    return white, raw, whitening
+    position = {t: n + 1 for n, t in enumerate(distinct)}
+    of_item[np.array(rows, dtype=np.int64) + n_reserved] = np.fromiter(
+        (position[t] for t in texts), dtype=np.int64, count=len(texts)
+    )
+    zero = np.zeros((1, TEXT_DIM), dtype=np.float32)
+    raw = np.concatenate([zero, emb.astype(np.float32)])
+    white = np.concatenate([zero, whitening.apply(emb)])
+    return white, raw, of_item, whitening

@@ -66,15 +66,14 @@ def encode_with_graph(path: Path, tokenizer_file: Path, texts: list[str]) -> dic
     return encoder.encode(texts)
 
 
-def parity(
-    net: SequenceTransformer, text_white: np.ndarray, rows: list[int], outputs: dict
-) -> float:
-    """Max |graph - training| over the whitened embeddings and item vectors of ``rows`` (items
-    whose training-time text row is ``text_white[rows]``); above the tolerance it raises."""
+def parity(net: SequenceTransformer, items: list[int], outputs: dict) -> float:
+    """Max |graph - training| over the whitened embeddings and item vectors of ``items``
+    (against the network's own text rows); above the tolerance it raises."""
     with torch.inference_mode():
-        expected = net.text_proj(torch.from_numpy(text_white[rows])).numpy()
+        trained = net.text[net.text_of_item[items]]
+        expected = net.text_proj(trained).numpy()
     worst = max(
-        float(np.max(np.abs(outputs["text"] - text_white[rows]))),
+        float(np.max(np.abs(outputs["text"] - trained.numpy()))),
         float(np.max(np.abs(outputs["item_vector"] - expected))),
     )
     if worst > 10 * PARITY_TOLERANCE:  # MiniLM's 6 layers in fp32 on two runtimes
@@ -99,7 +98,7 @@ def add_text_encoder(stage: Path, net: SequenceTransformer, data, sample: int = 
     outputs = encode_with_graph(
         graph, stage / "tokenizer.json", [data.vocab.item_text[t] for _, t in items]
     )
-    worst = parity(net, data.text_white, [N_RESERVED_ITEMS + i for i, _ in items], outputs)
+    worst = parity(net, [N_RESERVED_ITEMS + i for i, _ in items], outputs)
     return {
         "sha256": sha256_of(graph),
         "tokenizer_sha256": sha256_of(stage / "tokenizer.json"),
@@ -125,19 +124,21 @@ def catalog_path_metrics(net: SequenceTransformer, data, hidden: set[int], cases
         export_text_encoder(net, data.whitening, graph)
         texts = [data.vocab.item_text[data.vocab.item_id(i)] for i in rows]
         outputs = encode_with_graph(graph, tokenizer_path(), texts)
-    trained = net.text.clone()
-    try:
-        with torch.no_grad():
-            net.text[rows] = torch.from_numpy(outputs["text"])
+    trained, trained_of_item = net.text, net.text_of_item
+    try:  # the served rows appended, the hidden items pointed at them
+        net.text = torch.cat([trained, torch.from_numpy(outputs["text"])])
+        net.text_of_item = trained_of_item.clone()
+        net.text_of_item[rows] = torch.arange(len(trained), len(trained) + len(rows))
         served = evaluate(net, cases, max_len)
     finally:
-        with torch.no_grad():
-            net.text.copy_(trained)
+        net.text, net.text_of_item = trained, trained_of_item
     return {
         "hr@10": served["hr@10"],
         "ndcg@10": served["ndcg@10"],
         "items": len(rows),
-        "max_abs_diff": float(np.max(np.abs(outputs["text"] - trained[rows].numpy())))
+        "max_abs_diff": float(
+            np.max(np.abs(outputs["text"] - trained[trained_of_item[rows]].numpy()))
+        )
         if rows
         else 0.0,
     }

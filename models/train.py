@@ -114,8 +114,9 @@ class Dataset:
 
     vocab: Vocab
     users: list[UserSeq]
-    text_white: np.ndarray
-    text_raw: np.ndarray
+    text_white: np.ndarray  # [distinct texts + 1, 384]: item i's row is text_of_item[i]
+    text_raw: np.ndarray  # the same rows before whitening
+    text_of_item: np.ndarray  # [n_items] int64
     history_source: str
     fingerprint: str
     whitening: Whitening | None = None  # None: no item has text
@@ -177,8 +178,10 @@ def build_dataset(history: History) -> Dataset:
     known = set(vocab.items)
     item_text = {i: t for i, t in history.item_text.items() if i in known}
     vocab = Vocab(vocab.items, item_text, vocab.types)
-    white, raw, whitening = item_text_table(list(vocab.items), item_text, N_RESERVED_ITEMS)
-    return Dataset(vocab, users, white, raw, history.source, history.fingerprint, whitening)
+    white, raw, of_item, whitening = item_text_table(list(vocab.items), item_text, N_RESERVED_ITEMS)
+    return Dataset(
+        vocab, users, white, raw, of_item, history.source, history.fingerprint, whitening
+    )
 
 
 def _windows(
@@ -342,7 +345,9 @@ def fit(
         # without any item text, hiding an ID would leave the item with no vector at all
         id_dropout=cfg.network.id_dropout if data.whitening is not None else 0.0,
     )
-    net = SequenceTransformer(net_cfg, torch.from_numpy(data.text_white), seen)
+    net = SequenceTransformer(
+        net_cfg, torch.from_numpy(data.text_white), seen, torch.from_numpy(data.text_of_item)
+    )
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     item_loss = _item_loss(cfg, net, train)
     val_cases = data.cases("val")
@@ -446,7 +451,7 @@ def cold_start(data: Dataset, cfg: TrainConfig, share: float) -> dict:
     result = fit(data, cfg, hidden, label="cold-start")
     cases = [c for c in data.cases("test") if c.target in hidden]
     model = evaluate(result.net, cases, cfg.max_len)
-    text = text_only(data.text_raw, cases)
+    text = text_only(data.text_raw, data.text_of_item, cases)
     served = None
     if data.whitening is not None:
         served = catalog_path_metrics(result.net, data, hidden, cases, cfg.max_len)

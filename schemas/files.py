@@ -156,18 +156,25 @@ def _catalog_rows(path: Path):
 
 def read_catalog(path: Path, max_errors: int = 10) -> list[CatalogItem]:
     """Every item of ``path``; raises :class:`CatalogFileError` if any row is invalid."""
-    items: list[CatalogItem] = []
+    return list(iter_catalog(path, max_errors))
+
+
+def iter_catalog(path: Path, max_errors: int = 10) -> Iterator[CatalogItem]:
+    """The items of ``path`` one at a time (a million-item catalog is never held as objects
+    all at once); after the last row, raises :class:`CatalogFileError` if any row was invalid,
+    so a caller that uses the items only once the iteration ends never uses a bad file."""
     errors: list[str] = []
     bad = 0
     for line, row in _catalog_rows(path):
         try:
             if isinstance(row, Exception):
                 raise ValueError(f"not JSON: {row}")
-            items.append(CatalogItem.model_validate(row))
+            item = CatalogItem.model_validate(row)
         except (ValidationError, ValueError) as exc:
             bad += 1
             if len(errors) < max_errors:
                 errors.append(f"line {line}: {str(exc).splitlines()[0]}")
+            continue
+        yield item
     if bad:
         raise CatalogFileError(f"{path}: {bad} invalid catalog rows\n" + "\n".join(errors))
-    return items
