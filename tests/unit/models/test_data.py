@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from models.data import Interaction, load, user_sequences, with_catalog
+from models.text import item_text_table
 from models.train import build_dataset
 from models.vocab import Vocab
 from schemas.files import CatalogFileError
@@ -117,3 +119,14 @@ def test_a_catalog_with_a_bad_row_is_refused(tmp_path: Path) -> None:
     catalog.write_bytes(b'{"item_id": "i1", "title": "kettle"}\n{"item_id": "i9"}\n')
     with pytest.raises(CatalogFileError, match="line 2"):
         with_catalog(load(f"jsonl:{_write(tmp_path, 'jsonl')}"), catalog)
+
+
+def test_item_texts_are_embedded_once_per_distinct_text() -> None:
+    ids = ["a", "b", "c", "d", "e"]
+    texts = {"a": "red kettle", "b": "blue lamp", "c": "red kettle", "e": "red kettle"}
+    white, raw, of_item, whitening = item_text_table(ids, texts, 2)
+    assert white.shape == raw.shape == (3, 384) and whitening is not None
+    assert of_item.tolist() == [0, 0, 1, 2, 1, 0, 1]  # reserved slots and "d" on the zero row
+    assert not raw[0].any() and not white[0].any()
+    dense, *_ = item_text_table(["a", "b"], {"a": "red kettle", "b": "blue lamp"}, 0)
+    np.testing.assert_allclose(white[1:], dense[1:], atol=1e-6)

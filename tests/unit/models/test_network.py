@@ -53,6 +53,22 @@ def test_unseen_items_are_ranked_by_text(net) -> None:
     assert not torch.allclose(net.item_table()[18], table[18])
 
 
+def test_items_sharing_a_text_share_its_row(net) -> None:
+    """Distinct-text rows give the network exactly what a row per item gives."""
+    of_item = torch.tensor([0, 0, 0] + [1, 2, 1, 2, 3] * 3 + [1, 2])
+    rows = torch.cat([torch.zeros(1, 384), torch.randn(3, 384) * 0.05])
+    shared = SequenceTransformer(net.config, rows, net.seen, of_item).eval()
+    dense = SequenceTransformer(net.config, rows[of_item], net.seen).eval()
+    dense.load_state_dict(
+        {**shared.state_dict(), "text": rows[of_item], "text_of_item": torch.arange(20)}
+    )
+    torch.testing.assert_close(shared.item_table(), dense.item_table())
+    items = torch.tensor([3, 8, 19])
+    torch.testing.assert_close(shared.item_vectors(items), dense.item_vectors(items))
+    # item 18 (never seen) shares row 1 with item 3: its vector is that text alone
+    torch.testing.assert_close(shared.item_table()[18], shared.text_proj(rows[1]))
+
+
 def test_serving_outputs(net) -> None:
     serving = ServingModel(net, torch.linspace(0, 20, 101)).eval()
     b = _inputs([[3], [3, 4, 5]], [[1], [1, 2, 3]], [[0], [0, 5, 9]])
