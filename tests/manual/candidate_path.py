@@ -5,13 +5,14 @@ exact top-k, the normaliser and surprise errors). Both artifacts then hold the s
 so ``foresight bench`` can compare exact and candidate serving on it.
 
     .venv/bin/python -m tests.manual.candidate_path REGISTRY/VERSION DATA_SPEC OUT_REGISTRY
-        [--serving exact]
+        [--serving exact] [--catalog FILE]
 
 ``--serving exact`` re-exports the other way round: a candidate-path model with exact top-k in
 its graph, for the same comparison on a catalog that was trained above ``--exact-max-items``.
 
-DATA_SPEC is the training data (as ``foresight train --data``), needed for the popular head and
-the held-out users; its vocabulary must be the model's.
+DATA_SPEC is the training data (as ``foresight train --data``, with ``--catalog`` where the
+model was trained with one), needed for the popular head and the held-out users; its
+vocabulary must be the model's.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from models import registry
-from models.data import load
+from models.data import load, with_catalog
 from models.pipeline import load_network, peak_rss_mb, register_network
 from models.train import TrainConfig, build_dataset
 
@@ -34,9 +35,11 @@ def main() -> None:
     parser.add_argument("data")
     parser.add_argument("out", type=Path)
     parser.add_argument("--serving", choices=["candidates", "exact"], default="candidates")
+    parser.add_argument("--catalog", type=Path, help="the catalog the model was trained with")
     args = parser.parse_args()
     net, vocab, manifest = load_network(args.model)
-    data = build_dataset(load(args.data))
+    history = load(args.data)
+    data = build_dataset(with_catalog(history, args.catalog) if args.catalog else history)
     if data.vocab.hashes() != vocab.hashes():
         raise SystemExit("the data's vocabulary is not the model's")
     report = json.loads((args.model / "report.json").read_text())
