@@ -101,6 +101,9 @@ def markdown(result: dict) -> str:
         + " | ".join(f"{v:,.0f}" for v in result["inference"]["sequences_per_s"].values())
         + " |",
     ]
+    if result["inference"].get("skipped"):
+        sizes = ", ".join(str(b) for b in result["inference"]["skipped"])
+        lines += ["", f"Batch sizes {sizes} skipped: the exact graph's logits would not fit."]
     if p.get("stages_ms"):
         lines += ["", *_stage_rows(p["stages_ms"])]
     if result.get("latency_vs_load"):

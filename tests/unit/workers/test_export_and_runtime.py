@@ -20,10 +20,12 @@ from models.features import pad_batch
 from models.item_index import IndexConfig, build_index, save_index
 from models.network import NetworkConfig, SequenceTransformer, exportable_logsumexp
 from models.runtime import ModelRefused, golden_batch, load_artifact
+from models.vocab import Vocab
 from tests.support.helpers import tiny_model
 from workers.pipeline.sequence import SeqEvent, UserSequence
 from workers.scoring.process import RemoteScorer, ScoringFailed, ScoringProcess
 from workers.scoring.scorer import LENGTH_GROUP, OnnxScorer, scores_from
+from workers.tools import bench
 
 
 @pytest.fixture(scope="module")
@@ -317,3 +319,14 @@ def test_item_index_of_another_catalog_refused(candidate_artifact, tmp_path) -> 
     (copy / "manifest.json").write_bytes(orjson.dumps(manifest))
     with pytest.raises(ModelRefused, match="item index holds 17 items"):
         load_artifact(copy)
+
+
+def test_bench_skips_exact_batch_sizes_whose_logits_would_not_fit(
+    artifact, candidate_artifact, monkeypatch
+) -> None:
+    n_items = Vocab.load(artifact / "vocab.json").n_items
+    monkeypatch.setattr(bench, "EXACT_LOGITS_BYTES", 32 * n_items * 8)
+    exact = bench.inference(artifact, batch_sizes=(1, 32, 33), budget=0.01)
+    assert list(exact["sequences_per_s"]) == ["1", "32"] and exact["skipped"] == [33]
+    candidates = bench.inference(candidate_artifact, batch_sizes=(1, 33), budget=0.01)
+    assert list(candidates["sequences_per_s"]) == ["1", "33"] and candidates["skipped"] == []
