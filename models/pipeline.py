@@ -242,7 +242,7 @@ def register_network(
 def load_network(directory: Path) -> tuple[SequenceTransformer, Vocab, dict]:
     """A registry version's torch network (from safetensors) for the gate and the naive bench."""
     manifest = registry.manifest(directory.parent, directory.name)
-    vocab = Vocab.load(directory / "vocab.json")
+    vocab = Vocab.load(directory / "vocab.json", texts=False)
     state = load_file(str(directory / "weights.safetensors"))
     if "text_of_item" not in state:  # artifacts from before the distinct-text rows: one a row
         state["text_of_item"] = torch.arange(len(state["text"]))

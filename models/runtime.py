@@ -143,7 +143,7 @@ def load_artifact(directory: Path, threads: int | None = None) -> LoadedModel:
             raise ModelRefused(f"missing {path.name}")
     try:
         manifest = orjson.loads(manifest_path.read_bytes())
-        vocab = Vocab.load(vocab_path)
+        vocab = Vocab.load(vocab_path, texts=False)  # scoring never reads them
     except Exception as exc:
         raise ModelRefused(f"unreadable manifest or vocab: {exc}") from None
     actual = sha256_of(model_path)

@@ -79,18 +79,22 @@ class Vocab:
         )
 
     @classmethod
-    def from_json(cls, raw: bytes) -> Vocab:
+    def from_json(cls, raw: bytes, texts: bool = True) -> Vocab:
+        """The vocabulary in ``raw``; ``texts=False`` leaves out the item texts, which record
+        what the model was trained on but which scoring never reads (a million-item catalog's
+        texts would cost each serving process hundreds of MB)."""
         obj = orjson.loads(raw)
         if tuple(obj["special_items"]) != SPECIAL_ITEMS:
             raise ValueError("vocab.json reserves different special item slots")
-        return cls(tuple(obj["items"]), dict(obj.get("item_text", {})), tuple(obj["types"]))
+        item_text = dict(obj.get("item_text", {})) if texts else {}
+        return cls(tuple(obj["items"]), item_text, tuple(obj["types"]))
 
     def save(self, path: Path) -> None:
         path.write_bytes(self.to_json())
 
     @classmethod
-    def load(cls, path: Path) -> Vocab:
-        return cls.from_json(path.read_bytes())
+    def load(cls, path: Path, texts: bool = True) -> Vocab:
+        return cls.from_json(path.read_bytes(), texts)
 
     def hashes(self) -> dict[str, str]:
         """sha256 of the item and type lists: the manifest pins the vocabulary with these."""

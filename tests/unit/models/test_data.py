@@ -80,6 +80,9 @@ def test_vocab_orders_numeric_ids_numerically_and_round_trips() -> None:
     assert vocab.item_index(None) == 1 and vocab.item_index("nope") == 2
     again = Vocab.from_json(vocab.to_json())
     assert again == vocab and again.hashes() == vocab.hashes()
+    serving = Vocab.from_json(vocab.to_json(), texts=False)  # what a scoring process loads
+    assert serving.items == vocab.items and serving.hashes() == vocab.hashes()
+    assert serving.item_text == {}
 
 
 def test_user_item_pairs_keep_file_order_an_hour_apart(tmp_path: Path) -> None:

@@ -195,6 +195,14 @@ async def test_scoring_process_matches_in_process_scores_and_survives_a_crash(
     assert process._proc is None
 
 
+def test_a_scoring_process_does_not_hold_the_item_texts(copy: Path) -> None:
+    vocab = Vocab.load(copy / "vocab.json")
+    texts = {item: f"title of {item}" for item in vocab.items}
+    Vocab(vocab.items, texts, vocab.types).save(copy / "vocab.json")  # same hashes
+    assert Vocab.load(copy / "vocab.json").item_text == texts  # the artifact records them
+    assert load_artifact(copy).vocab.item_text == {}
+
+
 def test_tampered_model_refused(copy: Path) -> None:
     data = bytearray((copy / "model.onnx").read_bytes())
     data[len(data) // 2] ^= 0xFF
