@@ -78,6 +78,13 @@ def _duration(text: str) -> float:
     help="Dropout in the sequence model (sparse data such as Amazon's may want more).",
 )
 @click.option(
+    "--weight-average",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Validate and keep an exponential moving average of the weights with this decay per "
+    "step (e.g. 0.999): steadier than the raw weights where validation is noisy (sparse data).",
+)
+@click.option(
     "--serving",
     type=click.Choice(["auto", "exact", "candidates"]),
     default="auto",
@@ -110,6 +117,7 @@ def train(
     loss,
     negatives,
     dropout,
+    weight_average,
     serving,
     exact_max_items,
     sentiment,
@@ -137,6 +145,7 @@ def train(
         max_len=max_len or s.max_sequence_length,
         loss=loss,
         negatives=negatives,
+        weight_average=weight_average,
         serving=serving,
         exact_serving_max_items=exact_max_items,
         network=NetworkConfig(max_positions=64, top_k=s.top_k, dropout=dropout),

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from models.contract import MASKED, N_RESERVED_ITEMS, NO_ITEM
@@ -51,6 +52,10 @@ class TrainConfig:
         lr (float, 1e-3): AdamW learning rate.
         weight_decay (float, 0.0): AdamW weight decay.
         patience (int, 15): epochs without a better validation NDCG@10 before stopping.
+        weight_average (float | None, None): when set, validate and keep an exponential moving
+            average of the weights with this decay per step instead of the raw weights. On
+            sparse data the validation curve is noisy around its plateau, and early stopping
+            on the raw weights picks a noise peak; the average sits on the plateau.
         seed (int, 0): seeds torch, numpy and the data order, so a run can be repeated.
         max_len (int, 50): most recent events per training window and per scored sequence.
         type_loss_weight (float, 0.5): weight of the next-event-type loss beside the
@@ -83,6 +88,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     patience: int = 15
+    weight_average: float | None = None
     seed: int = 0
     max_len: int = 50
     type_loss_weight: float = 0.5
@@ -349,6 +355,10 @@ def fit(
         net_cfg, torch.from_numpy(data.text_white), seen, torch.from_numpy(data.text_of_item)
     )
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    averaged = None
+    if cfg.weight_average is not None:
+        averaged = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.weight_average))
+    validated = averaged.module if averaged is not None else net
     item_loss = _item_loss(cfg, net, train)
     val_cases = data.cases("val")
     if cfg.val_users is not None and len(val_cases) > cfg.val_users:
@@ -377,14 +387,17 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if averaged is not None:
+                averaged.update_parameters(net)
             losses.append(loss.item())
-        val = evaluate(net, val_cases, cfg.max_len)
+        val = evaluate(validated, val_cases, cfg.max_len)
         curves["loss"].append(float(np.mean(losses)))
         curves["val_ndcg@10"].append(val["ndcg@10"])
         curves["val_hr@10"].append(val["hr@10"])
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_ndcg=f"{val['ndcg@10']:.4f}")
         if val["ndcg@10"] > best:
-            best, best_epoch, best_state = val["ndcg@10"], epoch, copy.deepcopy(net.state_dict())
+            best, best_epoch = val["ndcg@10"], epoch
+            best_state = copy.deepcopy(validated.state_dict())
         elif epoch - best_epoch >= cfg.patience:
             break
     bar.close()

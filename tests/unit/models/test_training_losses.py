@@ -4,6 +4,7 @@ whole catalog per step)."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from models.data import load
 from models.network import NetworkConfig
@@ -43,3 +44,27 @@ def test_auto_loss_follows_the_catalog_size() -> None:
     assert loss_kind(cfg, 1000) == "full" and loss_kind(cfg, 1001) == "sampled"
     with pytest.raises(ValueError, match="unknown loss"):
         loss_kind(TrainConfig(loss="bpr"), 10)
+
+
+def test_weight_average_is_what_training_validates_and_returns(data) -> None:
+    def trained(weight_average):
+        cfg = TrainConfig(
+            epochs=2,
+            patience=2,
+            negatives=64,
+            weight_average=weight_average,
+            progress=False,
+            network=NetworkConfig(hidden=32, max_positions=64),
+        )
+        result = fit(data, cfg)
+        return result.curves["val_ndcg@10"], result.net.state_dict()
+
+    raw_curve, raw = trained(None)
+    # a decay of 0 averages nothing: the very run without an average
+    same_curve, same = trained(0.0)
+    assert same_curve == raw_curve
+    assert all(torch.equal(raw[k], same[k]) for k in raw)
+    # a decay of 0.9 validates and returns other weights than the raw ones
+    avg_curve, avg = trained(0.9)
+    assert avg_curve != raw_curve
+    assert not torch.equal(raw["item_id.weight"], avg["item_id.weight"])
