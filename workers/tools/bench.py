@@ -258,7 +258,7 @@ def inference(
         "sequences_per_s": rates,
         "skipped": skipped,
     }
-    exact = loaded.manifest.get("serving", "exact") == "exact"
+    exact = loaded.item_index is None  # the loaded artifact already says how it serves
     for b in batch_sizes:
         if exact and b * loaded.vocab.n_items * 8 > EXACT_LOGITS_BYTES:
             skipped.append(b)

@@ -109,7 +109,7 @@ def measure(model: Path, providers: list[str], batches=BATCHES, budget: float = 
     from models.vocab import Vocab
     from workers.tools.bench import inference, random_batch
 
-    vocab = Vocab.load(model / "vocab.json")
+    vocab = Vocab.load(model / "vocab.json", texts=False)  # random batches need ids only
     rng = np.random.default_rng(0)
     cpu, _ = session(model, "CPUExecutionProvider")
     report: dict = {
