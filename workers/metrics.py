@@ -69,3 +69,15 @@ MODEL_REFUSED = Counter(
 USERS = Gauge(
     "foresight_users_in_table", "Users held in this worker's sequence table", registry=REGISTRY
 )
+#: The event loop's own CPU per part, so that the bench can split the loop's cost per event:
+#: "ingest" (decode, validate, sequence update) and "publish" (a batch's outputs built and
+#: queued in the producer). The rest of the loop thread's CPU is Faust's per-message machinery,
+#: batching, acks and the producer's I/O.
+LOOP_PARTS = ("ingest", "publish")
+LOOP_CPU = Counter(
+    "foresight_loop_cpu_seconds_total",
+    "Event-loop thread CPU spent in each part of the hot path",
+    ["part"],
+    registry=REGISTRY,
+)
+INGEST_CPU, PUBLISH_CPU = (LOOP_CPU.labels(part) for part in LOOP_PARTS)

@@ -83,6 +83,11 @@ def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
     assert set(result["ratios"]) == {"pipeline_vs_raw", "pipeline_vs_naive"}
     assert set(result["inference"]["sequences_per_s"]) == {"1", "32", "256", "1024"}
     assert result["pipeline"]["peak_rss_mb"] > 0
+    cost = result["pipeline"]["cpu_us_per_event"]  # over the middle 80% of the backlog
+    assert 400 <= cost["events"] <= 600
+    assert cost["event_loop"] > 0 and cost["ingest"] > 0 and cost["publish"] > 0
+    assert cost["scoring_process"] > 0
+    assert "CPU per event on the backlog" in markdown(result)
     assert result["machine"]["cores"] >= 1
     assert "| pipeline (1 worker) |" in markdown(result)
     by_second = result["pipeline"]["latency_by_second"]

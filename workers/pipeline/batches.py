@@ -110,12 +110,14 @@ class BatchPublisher:
             await previous
         await self.in_flight.acquire()
         clock.lap("turn")
+        began = time.thread_time()
         try:
             delivered = await self.publish(jobs, scored, scores, failed, scorer)
         except Exception as exc:  # outputs that cannot be queued: the worker cannot go on
             self.in_flight.release()
             self.publisher.fail(exc)
             raise
+        metrics.PUBLISH_CPU.inc(time.thread_time() - began)
         clock.lap("send")
         delivered.add_done_callback(lambda _: self.in_flight.release())
         delivered.add_done_callback(lambda _: clock.lap("ack"))

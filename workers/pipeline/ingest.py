@@ -70,7 +70,9 @@ class Ingest:
                     await self.outbox.emit([slot], [Output(slot, changelog, r) for r in expired])
                     continue
                 metrics.EVENTS_IN.inc()
+                began = time.thread_time()
                 job = self.prepare(slot)
+                metrics.INGEST_CPU.inc(time.thread_time() - began)
             except InvalidRecord as exc:
                 await self.outbox.reject(slot, exc.stage, str(exc))
                 continue

@@ -38,7 +38,7 @@ from models.vocab import Vocab
 from schemas.kafka_security import topic_reader
 from schemas.settings import Settings
 from workers.kafka.topics import create_topics
-from workers.metrics import STAGES
+from workers.metrics import LOOP_PARTS, STAGES
 from workers.monitor.worker_metrics import histogram_quantile
 from workers.tools.bench_report import latency_by_second
 from workers.tools.generator import Generator
@@ -115,11 +115,17 @@ def _rate_from(records: list) -> tuple[float, float]:
 
 
 async def pipeline_rate(settings: Settings, n: int, workdir: Path) -> dict:
-    worker = WorkerProcess(settings, workdir / "pipeline-worker.log", metrics_port=0).start()
+    """Events/s of one worker on a backlog of ``n``, its peak RSS, and its CPU per event over
+    the middle of the backlog (:func:`cost_per_event`)."""
+    port = _free_port()
+    worker = WorkerProcess(settings, workdir / "pipeline-worker.log", metrics_port=port).start()
+    costing = asyncio.create_task(cost_per_event(worker, port, n))
     try:
         records = await _consume_all(settings, settings.topic("predictions"), n, 600, worker)
         rss = worker.peak_rss_mb()
+        cost = await asyncio.wait_for(costing, 5)  # its last look was at most 0.1 s ago
     finally:
+        costing.cancel()
         worker.stop()
     rate, seconds = _rate_from(records)
     return {
@@ -127,6 +133,48 @@ async def pipeline_rate(settings: Settings, n: int, workdir: Path) -> dict:
         "seconds": round(seconds, 3),
         "events_per_s": round(rate, 1),
         "peak_rss_mb": round(rss, 1) if rss else None,
+        "cpu_us_per_event": cost,
+    }
+
+
+COSTED = (0.1, 0.9)
+"""The share of a backlog between which its CPU per event is measured: the steady state, after
+the worker has started and before its last partial batches."""
+
+
+async def cost_per_event(worker: ChildProcess, port: int, n: int) -> dict[str, float]:
+    """CPU µs per event while the worker consumes the middle of a backlog of ``n`` (from 10%
+    to 90% of it, by its own events-in counter): its event loop, split into ``ingest``,
+    ``publish`` and the ``rest`` (Faust's per-message machinery, batching, acks, producer
+    I/O), its other threads, and the scoring process."""
+    marks: list[tuple[float, dict, dict]] = []
+    while len(marks) < len(COSTED):
+        try:
+            samples = await asyncio.to_thread(metric_samples, port)
+        except OSError:  # the worker is still starting
+            await asyncio.sleep(0.1)
+            continue
+        cpu = worker.cpu_seconds()
+        consumed = samples.get(("foresight_events_in_total", ()), 0.0)
+        if consumed >= COSTED[len(marks)] * n:
+            marks.append((consumed, samples, cpu))
+        else:
+            await asyncio.sleep(0.1)
+    (n0, s0, c0), (n1, s1, c1) = marks
+    per_event = 1e6 / max(n1 - n0, 1.0)
+    parts = {
+        part: (s1.get(key, 0.0) - s0.get(key, 0.0)) * per_event
+        for part in LOOP_PARTS
+        for key in [("foresight_loop_cpu_seconds_total", (("part", part),))]
+    }
+    loop = (c1["loop"] - c0["loop"]) * per_event
+    return {
+        "events": int(n1 - n0),
+        "event_loop": round(loop, 1),
+        **{part: round(v, 1) for part, v in parts.items()},
+        "rest_of_loop": round(loop - sum(parts.values()), 1),
+        "other_threads": round((c1["process"] - c0["process"]) * per_event - loop, 1),
+        "scoring_process": round((c1["children"] - c0["children"]) * per_event, 1),
     }
 
 
@@ -136,15 +184,24 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stage_buckets(port: int) -> dict[str, dict[float, float]]:
-    """The worker's per-stage histograms: stage → cumulative count by upper bound."""
+def metric_samples(port: int) -> dict[tuple[str, tuple], float]:
+    """Every sample of the worker's metrics page: (name, sorted labels) → value."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
         text = page.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def stage_buckets(port: int) -> dict[str, dict[float, float]]:
+    """The worker's per-stage histograms: stage → cumulative count by upper bound."""
     out: dict[str, dict[float, float]] = defaultdict(dict)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "foresight_stage_seconds_bucket":
-                out[sample.labels["stage"]][float(sample.labels["le"])] = sample.value
+    for (name, labels), value in metric_samples(port).items():
+        if name == "foresight_stage_seconds_bucket":
+            tags = dict(labels)
+            out[tags["stage"]][float(tags["le"])] = value
     return out
 
 

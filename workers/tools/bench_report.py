@@ -104,6 +104,8 @@ def markdown(result: dict) -> str:
     if result["inference"].get("skipped"):
         sizes = ", ".join(str(b) for b in result["inference"]["skipped"])
         lines += ["", f"Batch sizes {sizes} skipped: the exact graph's logits would not fit."]
+    if p.get("cpu_us_per_event"):
+        lines += ["", _cost_line(p["cpu_us_per_event"])]
     if p.get("stages_ms"):
         lines += ["", *_stage_rows(p["stages_ms"])]
     if result.get("latency_vs_load"):
@@ -113,6 +115,16 @@ def markdown(result: dict) -> str:
     if "text" in result:
         lines += ["", *_text_rows(result["text"])]
     return "\n".join(lines) + "\n"
+
+
+def _cost_line(cost: dict) -> str:
+    """CPU per event on the backlog, where the event loop's share goes."""
+    return (
+        f"CPU per event on the backlog (the middle {cost['events']:,} events): event loop "
+        f"{cost['event_loop']} µs (ingest {cost['ingest']}, publish {cost['publish']}, Faust "
+        f"and the rest {cost['rest_of_loop']}), the worker's other threads "
+        f"{cost['other_threads']} µs, the scoring process {cost['scoring_process']} µs."
+    )
 
 
 def _stage_rows(stages: dict) -> list[str]:

@@ -85,25 +85,53 @@ class ChildProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def descendants(self) -> list[int]:
+        """The pids of the child's own children, their children and so on (Linux)."""
+        found: list[int] = []
+        pids = [self.pid]
+        while pids:
+            pid = pids.pop()
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                try:
+                    children = [int(c) for c in (task / "children").read_text().split()]
+                except FileNotFoundError:  # a thread that ended meanwhile
+                    continue
+                found += children
+                pids += children
+        return found
+
     def peak_rss_mb(self) -> float | None:
         """High-water resident memory of the child and its own children (the worker's scoring
         process holds the model), summed (Linux)."""
         total = 0.0
         try:
-            pids = [self.pid]
-            while pids:
-                pid = pids.pop()
+            for pid in [self.pid, *self.descendants()]:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
                         total += int(line.split()[1]) / 1024.0
-                for task in Path(f"/proc/{pid}/task").iterdir():
-                    pids += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, AssertionError):
             return total or None
         return total or None
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far (Linux): ``loop``, the child's main thread (a worker's event
+        loop); ``process``, all of the child's threads; ``children``, its descendants (a
+        worker's scoring process)."""
+        return {
+            "loop": _cpu_seconds(f"/proc/{self.pid}/task/{self.pid}/stat"),
+            "process": _cpu_seconds(f"/proc/{self.pid}/stat"),
+            "children": sum(_cpu_seconds(f"/proc/{pid}/stat") for pid in self.descendants()),
+        }
+
     def tail(self, n: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+
+def _cpu_seconds(stat_path: str) -> float:
+    """utime + stime of a /proc stat file, in seconds (the fields after the command name,
+    which may itself hold spaces)."""
+    fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class WorkerProcess(ChildProcess):
