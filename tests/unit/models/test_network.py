@@ -103,3 +103,16 @@ def test_baselines_by_hand() -> None:
     mk = markov(train, cases, 7)
     assert mk["hr@1"] == 0.5  # a: 3→4 seen twice → rank 0; b: 4→5 twice beats 3 → rank 1
     assert mk["hr@10"] == 1.0
+
+
+def test_final_block_for_the_last_positions_matches_the_full_block(net) -> None:
+    """Serving computes the final block for its last two queries only; that must be exactly
+    the last two rows of the whole block, padding included."""
+    b = _inputs(
+        [[3, 4, 5, 6, 7], [6, 7], [9]], [[1, 2, 3, 4, 1], [1, 1], [2]], [[0, 1, 2, 3, 4]] * 3
+    )
+    table = net.item_table()
+    args = (b["item_ids"], b["event_types"], b["time_gaps"], table)
+    full = net.encode(*args)
+    torch.testing.assert_close(net.encode(*args, last=2), full[:, -2:], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(net.encode(*args, last=1), full[:, -1:], atol=1e-6, rtol=1e-5)
