@@ -149,6 +149,44 @@ class UserSequence:
         return cls(events, updated_at, chunks)
 
 
+class Columns(NamedTuple):
+    """What the model reads of a sequence, column by column, oldest first."""
+
+    ts: list[float]
+    types: list[str]
+    items: list[str | None]
+
+
+def model_columns(raw: bytes) -> Columns:
+    """The model's columns of an encoded sequence, read straight from its bytes.
+
+    The scoring process decodes every prefix of every batch (eight events each on average in
+    the bench): skipping the event ids, prices and :class:`SeqEvent` objects it never reads
+    takes about half of that cost. Raises CorruptSequence as :meth:`UserSequence.from_bytes`."""
+    try:
+        version, _, count = _HEADER.unpack_from(raw, 0)
+        layout, no_item = _EVENT_FORMATS[version]
+        ts: list[float] = []
+        types: list[str] = []
+        items: list[str | None] = []
+        offset = _HEADER.size
+        for _ in range(count):
+            stamp, code, _price, n_eid, n_iid = layout.unpack_from(raw, offset)
+            offset += layout.size + n_eid
+            ts.append(stamp)
+            types.append(EVENT_TYPES[code])
+            if n_iid == no_item:
+                items.append(None)
+            else:
+                items.append(_take(raw, offset, n_iid))
+                offset += n_iid
+    except (struct.error, UnicodeDecodeError, IndexError, KeyError) as exc:
+        raise CorruptSequence(f"undecodable sequence: {exc}") from None
+    if offset != len(raw):
+        raise CorruptSequence(f"{len(raw) - offset} bytes after {count} events")
+    return Columns(ts, types, items)
+
+
 def _take(raw: bytes, offset: int, size: int) -> str:
     """``size`` bytes of UTF-8 at ``offset``; raises when the value is cut short."""
     if offset + size > len(raw):

@@ -22,7 +22,6 @@ import orjson
 
 from models.contract import sha256_of
 from models.runtime import ModelRefused
-from workers.pipeline.sequence import UserSequence
 from workers.scoring import wire
 from workers.scoring.new_items import apply_catalog_request
 from workers.scoring.scorer import OnnxScorer
@@ -66,8 +65,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 )
             elif payload[:1] == b"S":
                 version, blobs, texts = wire.decode_prefixes(payload)
-                sequences = [UserSequence.from_bytes(blob).events for blob in blobs]
-                reply = wire.encode_outputs(models[version].run(sequences, texts))
+                reply = wire.encode_outputs(models[version].run_encoded(blobs, texts))
             elif payload[:1] == b"C":
                 update_catalog(catalog, models.values(), orjson.loads(payload[1:]))
                 reply = b"O" + orjson.dumps({"items": len(catalog)})

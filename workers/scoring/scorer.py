@@ -19,7 +19,7 @@ from models.contract import SPECIAL_ITEMS, UNKNOWN_ITEM
 from models.features import pad_batch
 from models.runtime import LoadedModel, load_artifact
 from workers.analytics.sentiment import lexicon_sentiment
-from workers.pipeline.sequence import SeqEvent
+from workers.pipeline.sequence import Columns, SeqEvent, model_columns
 from workers.scoring.new_items import NewItems
 
 _TEXT_THREAD = ThreadPoolExecutor(1, thread_name_prefix="sentiment")
@@ -107,6 +107,23 @@ class OnnxScorer:
     def run(
         self, sequences: list[list[SeqEvent]], texts: dict[int, str] | None = None
     ) -> dict[str, np.ndarray]:
+        """:meth:`run_columns` for sequences of events."""
+        columns = [
+            Columns([e.ts for e in s], [e.type for e in s], [e.item_id for e in s])
+            for s in sequences
+        ]
+        return self.run_columns(columns, texts)
+
+    def run_encoded(
+        self, prefixes: list[bytes], texts: dict[int, str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """:meth:`run_columns` for prefixes in the sequence table's encoding (what the worker
+        sends the scoring process)."""
+        return self.run_columns([model_columns(raw) for raw in prefixes], texts)
+
+    def run_columns(
+        self, sequences: list[Columns], texts: dict[int, str] | None = None
+    ) -> dict[str, np.ndarray]:
         """The model's outputs, one row per sequence, and ``sentiment`` of the rows that have
         a text in ``texts`` (row → text). Sequences run in groups of similar length so that
         short sequences are not padded to the longest.
@@ -117,19 +134,20 @@ class OnnxScorer:
         bench the median is 6 events while a batch of 256 nearly always holds one of 50), so
         sorting by length and running groups of ``LENGTH_GROUP`` cuts the work by about 60%.
         """
-        seqs = [s[-self.max_length :] for s in sequences]
+        n, item_index, type_index = self.max_length, self._item_index, self._type_index
+        seqs = [Columns(s.ts[-n:], s.types[-n:], s.items[-n:]) for s in sequences]
         texts = texts or {}
         pending = _TEXT_THREAD.submit(self.sentiment, texts, len(seqs)) if texts else None
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].ts))
         outputs: dict[str, np.ndarray] = {}
         tails = {n: np.zeros((len(seqs), 2), np.int64) for n in ("item_ids", "event_types")}
         for start in range(0, len(order), LENGTH_GROUP):
             rows = order[start : start + LENGTH_GROUP]
             group = [seqs[i] for i in rows]
             inputs = pad_batch(
-                [[self._item_index(e.item_id) for e in s] for s in group],
-                [[self._type_index.get(e.type, 0) for e in s] for s in group],
-                [[e.ts for e in s] for s in group],
+                [[item_index(i) for i in s.items] for s in group],
+                [[type_index.get(t, 0) for t in s.types] for s in group],
+                [s.ts for s in group],
             )
             for name, tail in tails.items():
                 tail[rows] = inputs[name][:, -2:]

@@ -33,7 +33,7 @@ from workers.pipeline.acks import Slot
 from workers.pipeline.dead_letters import dlq_record
 from workers.pipeline.ingest import Job
 from workers.pipeline.outputs import BatchRows
-from workers.pipeline.sequence import CorruptSequence, SeqEvent, UserSequence
+from workers.pipeline.sequence import CorruptSequence, SeqEvent, UserSequence, model_columns
 from workers.scoring.process import RemoteScorer, ScoringFailed, ScoringProcess
 from workers.scoring.scorer import OnnxScorer, scores_from
 
@@ -80,6 +80,25 @@ def test_schema_limit_ids_round_trip() -> None:
     seq.insert(SeqEvent(1e9, "view", LONG_NON_ASCII, LONG_NON_ASCII, 3.5), 1e9, 50)
     seq.insert(SeqEvent(2e9, "login", "é" * 128, None, None), 1e9, 50)
     assert UserSequence.from_bytes(seq.to_bytes()) == seq
+    _columns_agree(seq.to_bytes())
+
+
+def _columns_agree(raw: bytes) -> None:
+    """What the scoring process reads of ``raw`` (model_columns) is what the table decodes:
+    the same columns, or a refusal whenever the columns cannot be read."""
+    try:
+        columns = model_columns(raw)
+    except CorruptSequence:
+        with pytest.raises(CorruptSequence):
+            UserSequence.from_bytes(raw)
+        return
+    try:
+        events = UserSequence.from_bytes(raw).events
+    except CorruptSequence:  # only an event id it does not read (bad UTF-8) may differ
+        return
+    assert columns.ts == [e.ts for e in events]
+    assert columns.types == [e.type for e in events]
+    assert columns.items == [e.item_id for e in events]
 
 
 def test_a_failed_insert_leaves_the_sequence_as_it_was() -> None:
@@ -104,6 +123,11 @@ def test_format_one_values_are_still_read() -> None:
         SeqEvent(1e9 + 1, EVENT_TYPES[4], "e2", None, None),
     ]
     assert UserSequence.from_bytes(seq.to_bytes()) == seq  # re-encoded in the current format
+    assert model_columns(v1) == (
+        [1e9, 1e9 + 1],
+        [EVENT_TYPES[0], EVENT_TYPES[4]],
+        ["7", None],
+    )
 
 
 @given(st.data())
@@ -117,10 +141,15 @@ def test_damaged_sequences_are_refused_not_misread(data: st.DataObject) -> None:
         UserSequence.from_bytes(raw[:cut])
     with pytest.raises(CorruptSequence):
         UserSequence.from_bytes(raw + data.draw(st.binary(min_size=1, max_size=8)))
+    with pytest.raises(CorruptSequence):
+        model_columns(raw[:cut])
+    with pytest.raises(CorruptSequence):
+        model_columns(raw + data.draw(st.binary(min_size=1, max_size=8)))
 
 
 @given(st.binary(min_size=1, max_size=200))
 def test_random_bytes_decode_or_are_refused(raw: bytes) -> None:
+    _columns_agree(raw)
     try:
         seq = UserSequence.from_bytes(raw)
     except CorruptSequence:
