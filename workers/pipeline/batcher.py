@@ -1,6 +1,10 @@
-"""Micro-batching: up to B items or W milliseconds after the first, whichever comes first.
+"""Micro-batching: up to B items, or until the oldest has waited W milliseconds since it was
+submitted, whichever comes first.
 
-Under load the batch fills to B at once; when idle a lone event waits at most W. A bounded
+Under load the batch fills to B at once; when idle a lone event waits at most W. The wait is
+counted from submission, not from when the batcher took the item: an item that already
+waited in the queue while earlier batches were being handled closes its batch at once with
+whatever is queued behind it, rather than waiting W more. A bounded
 queue pushes back on the consumer instead of buffering without limit. With ``concurrency`` 2
 the next batch is handed over while the previous one is still being handled, so a scorer in
 another process can work on one batch while the event loop publishes the other (the handler
@@ -34,14 +38,14 @@ class MicroBatcher(Generic[T]):
         self.handle = handle
         self.max_size = max_size
         self.max_wait = max_wait_ms / 1000.0
-        self.queue: asyncio.Queue[T] = asyncio.Queue(queue_size or 4 * max_size)
+        self.queue: asyncio.Queue[tuple[float, T]] = asyncio.Queue(queue_size or 4 * max_size)
         self.concurrency = concurrency
         self._task: asyncio.Task | None = None
         self._handling: set[asyncio.Task] = set()
 
     async def submit(self, item: T) -> None:
         """Queue one item; waits when the queue is full (backpressure)."""
-        await self.queue.put(item)
+        await self.queue.put((time.monotonic(), item))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
@@ -56,12 +60,14 @@ class MicroBatcher(Generic[T]):
                     pass
 
     async def next_batch(self) -> list[T]:
-        """Wait for one item, then take more until the batch is full or the wait is over."""
-        batch = [await self.queue.get()]
-        deadline = time.monotonic() + self.max_wait
+        """Wait for one item, then take more until the batch is full or the first item's
+        wait, counted from its submission, is over."""
+        submitted, first = await self.queue.get()
+        batch = [first]
+        deadline = submitted + self.max_wait
         while len(batch) < self.max_size:
             try:
-                batch.append(self.queue.get_nowait())
+                batch.append(self.queue.get_nowait()[1])
                 continue
             except asyncio.QueueEmpty:
                 pass
@@ -69,7 +75,7 @@ class MicroBatcher(Generic[T]):
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                batch.append((await asyncio.wait_for(self.queue.get(), remaining))[1])
             except TimeoutError:
                 break
         return batch

@@ -122,6 +122,30 @@ async def test_batcher_hands_over_the_next_batch_while_one_is_handled() -> None:
     assert [x for b in started for x in b] == list(range(16))
 
 
+async def test_batcher_counts_the_wait_from_submission() -> None:
+    """An item that already waited its W in the queue (both batches busy) closes its batch as
+    soon as the batcher takes it, with what is queued behind it: it does not wait W again."""
+    taken: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def handle(batch: list[int]) -> None:
+        taken.append(batch)
+        if batch[0] == 0:
+            await release.wait()
+
+    batcher = MicroBatcher(handle, max_size=8, max_wait_ms=100, concurrency=1)
+    batcher.start()
+    await batcher.submit(0)
+    await asyncio.sleep(0.15)  # batch [0] closed after 100 ms and is being handled
+    await batcher.submit(1)
+    await asyncio.sleep(0.15)  # 1 has waited past its 100 ms while [0] held the one slot
+    await batcher.submit(2)
+    release.set()
+    await asyncio.sleep(0.05)  # counted from when the batcher took it, 1 would wait 0.1 more
+    await batcher.stop()
+    assert taken == [[0], [1, 2]]
+
+
 def test_alert_policy_thresholds_and_cooldown() -> None:
     policy = AlertPolicy(risk_threshold=0.8, surprise_threshold=0.99, cooldown=60)
     assert policy.decide("u", 0.5, 0.5, now=0) == []
