@@ -69,6 +69,7 @@ def build_faust_app(s: Settings) -> EagerDeliveryApp:
         broker_commit_interval=1.0,
         broker_session_timeout=s.session_timeout_seconds,
         stream_buffer_maxsize=4 * s.batch_size,
+        consumer_max_fetch_size=s.fetch_bytes_per_partition,
         table_standby_replicas=1,
     )
 
