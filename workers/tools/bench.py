@@ -147,7 +147,7 @@ async def cost_per_event(worker: ChildProcess, port: int, n: int) -> dict[str, f
     to 90% of it, by its own events-in counter): its event loop, split into ``ingest``,
     ``publish`` and the ``rest`` (Faust's per-message machinery, batching, acks, producer
     I/O), its other threads, and the scoring process."""
-    marks: list[tuple[float, dict, dict]] = []
+    marks: list[tuple[float, dict, dict, float]] = []
     while len(marks) < len(COSTED):
         try:
             samples = await asyncio.to_thread(metric_samples, port)
@@ -157,10 +157,10 @@ async def cost_per_event(worker: ChildProcess, port: int, n: int) -> dict[str, f
         cpu = worker.cpu_seconds()
         consumed = samples.get(("foresight_events_in_total", ()), 0.0)
         if consumed >= COSTED[len(marks)] * n:
-            marks.append((consumed, samples, cpu))
+            marks.append((consumed, samples, cpu, time.monotonic()))
         else:
             await asyncio.sleep(0.1)
-    (n0, s0, c0), (n1, s1, c1) = marks
+    (n0, s0, c0, t0), (n1, s1, c1, t1) = marks
     per_event = 1e6 / max(n1 - n0, 1.0)
     parts = {
         part: (s1.get(key, 0.0) - s0.get(key, 0.0)) * per_event
@@ -170,6 +170,7 @@ async def cost_per_event(worker: ChildProcess, port: int, n: int) -> dict[str, f
     loop = (c1["loop"] - c0["loop"]) * per_event
     return {
         "events": int(n1 - n0),
+        "events_per_s": round((n1 - n0) / max(t1 - t0, 1e-3), 1),  # consumed, meanwhile
         "event_loop": round(loop, 1),
         **{part: round(v, 1) for part, v in parts.items()},
         "rest_of_loop": round(loop - sum(parts.values()), 1),
