@@ -248,7 +248,8 @@ def _final_block(block: GPT2Block, x: torch.Tensor, mask: torch.Tensor, n: int) 
     only: every position's keys and values, but attention, projection and MLP for ``n`` rows.
 
     Serving reads two hidden states a sequence, so computing the final block's other T - n rows
-    was wasted: about 40% of the transformer's work at the worker's mean length of 8. ``mask``
+    was wasted: onnxruntime took 0.79 ms instead of 1.03 for 32 sequences of 8 events, 3.6
+    instead of 5.8 for 50 events (ML-100K's graph, one thread). ``mask``
     is the additive mask's last ``n`` query rows, [B, 1, n, T]. A unit test pins this to the
     block's own output."""
     attn = block.attn

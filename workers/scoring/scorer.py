@@ -134,8 +134,8 @@ class OnnxScorer:
         bench the median is 6 events while a batch of 256 nearly always holds one of 50), so
         sorting by length and running groups of ``LENGTH_GROUP`` cuts the work by about 60%.
         """
-        n, item_index, type_index = self.max_length, self._item_index, self._type_index
-        seqs = [Columns(s.ts[-n:], s.types[-n:], s.items[-n:]) for s in sequences]
+        keep, item_index, type_index = self.max_length, self._item_index, self._type_index
+        seqs = [Columns(s.ts[-keep:], s.types[-keep:], s.items[-keep:]) for s in sequences]
         texts = texts or {}
         pending = _TEXT_THREAD.submit(self.sentiment, texts, len(seqs)) if texts else None
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].ts))
