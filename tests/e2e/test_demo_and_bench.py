@@ -10,9 +10,12 @@ from models import registry
 from schemas.settings import Settings
 from tests.conftest import _free_port_pair
 from tests.support.helpers import labelled_sentences, synthetic_history, tiny_config
-from workers.tools.bench import run_bench
+from workers.kafka.topics import create_topics
+from workers.tools.bench import pipeline_rate, run_bench
 from workers.tools.bench_report import markdown, plot_latency
 from workers.tools.demo import run_demo
+from workers.tools.generator import Generator
+from workers.tools.produce import produce
 
 
 def _children_of(pid: int) -> list[int]:
@@ -83,11 +86,9 @@ def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
     assert set(result["ratios"]) == {"pipeline_vs_raw", "pipeline_vs_naive"}
     assert set(result["inference"]["sequences_per_s"]) == {"1", "32", "256", "1024"}
     assert result["pipeline"]["peak_rss_mb"] > 0
-    cost = result["pipeline"]["cpu_us_per_event"]  # over the middle 80% of the backlog
-    assert 400 <= cost["events"] <= 600
-    assert cost["event_loop"] > 0 and cost["ingest"] > 0 and cost["publish"] > 0
-    assert cost["scoring_process"] > 0
-    assert "CPU per event on the backlog" in markdown(result)
+    # 600 events may all go by between two looks: costed in the test below on a longer backlog
+    if result["pipeline"]["cpu_us_per_event"] is not None:
+        assert "CPU per event on the backlog" in markdown(result)
     assert result["machine"]["cores"] >= 1
     assert "| pipeline (1 worker) |" in markdown(result)
     by_second = result["pipeline"]["latency_by_second"]
@@ -121,3 +122,30 @@ def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
     assert "| exactly_once |" in markdown(result)
     plot_latency(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_costs_each_event_over_the_middle_of_the_backlog(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """CPU per event from the worker's own counters and /proc, over 10-90% of the backlog."""
+    from models.pipeline import train_and_register
+
+    version, _ = train_and_register(
+        synthetic_history(), settings.registry, tiny_config(), cold_start_share=None
+    )
+    registry.mark_current(settings.registry, version)
+    s = settings.model_copy(update={"store": "memory://"})
+    events = [e for e, _ in Generator(seed=3).events(5000)]
+
+    async def run() -> dict:
+        await create_topics(s)
+        await produce(s, events, len(events), progress=False)
+        return await pipeline_rate(s, len(events), tmp_path)
+
+    cost = asyncio.run(run())["cpu_us_per_event"]
+    assert 3000 <= cost["events"] <= 5000 and cost["events_per_s"] > 0
+    for part in ("event_loop", "ingest", "publish", "scoring_process"):
+        assert cost[part] > 0, part
+    assert cost["ingest"] + cost["publish"] < cost["event_loop"]
+    rest = cost["event_loop"] - cost["ingest"] - cost["publish"]
+    assert abs(cost["rest_of_loop"] - rest) <= 0.15  # each figure rounded to 0.1 µs

@@ -142,26 +142,29 @@ COSTED = (0.1, 0.9)
 the worker has started and before its last partial batches."""
 
 
-async def cost_per_event(worker: ChildProcess, port: int, n: int) -> dict[str, float]:
+async def cost_per_event(worker: ChildProcess, port: int, n: int) -> dict[str, float] | None:
     """CPU µs per event while the worker consumes the middle of a backlog of ``n`` (from 10%
     to 90% of it, by its own events-in counter): its event loop, split into ``ingest``,
     ``publish`` and the ``rest`` (Faust's per-message machinery, batching, acks, producer
-    I/O), its other threads, and the scoring process."""
+    I/O), its other threads, and the scoring process. None when the whole middle went by
+    between two looks (a backlog too short to cost)."""
+    interval = min(0.1, max(0.002, n / 500_000))  # 0.1 s on long backlogs, finer on short
     marks: list[tuple[float, dict, dict, float]] = []
     while len(marks) < len(COSTED):
         try:
             samples = await asyncio.to_thread(metric_samples, port)
         except OSError:  # the worker is still starting
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(interval)
             continue
         cpu = worker.cpu_seconds()
         consumed = samples.get(("foresight_events_in_total", ()), 0.0)
         if consumed >= COSTED[len(marks)] * n:
             marks.append((consumed, samples, cpu, time.monotonic()))
-        else:
-            await asyncio.sleep(0.1)
+        await asyncio.sleep(interval)
     (n0, s0, c0, t0), (n1, s1, c1, t1) = marks
-    per_event = 1e6 / max(n1 - n0, 1.0)
+    if n1 <= n0:
+        return None
+    per_event = 1e6 / (n1 - n0)
     parts = {
         part: (s1.get(key, 0.0) - s0.get(key, 0.0)) * per_event
         for part in LOOP_PARTS
