@@ -14,7 +14,7 @@ from typing import cast
 import torch
 from torch import nn
 from transformers import GPT2Config
-from transformers.models.gpt2.modeling_gpt2 import GPT2Block
+from transformers.models.gpt2.modeling_gpt2 import GPT2Block, eager_attention_forward
 
 from models.contract import MASKED, N_RESERVED_ITEMS, PAD
 from models.features import N_GAP_BUCKETS
@@ -147,11 +147,10 @@ class SequenceTransformer(nn.Module):
         causal = torch.ones(length, length, device=x.device, dtype=torch.bool).tril()
         allowed = causal.unsqueeze(0) & valid.unsqueeze(1)  # [B, query, key]
         mask = (~allowed).to(x.dtype).unsqueeze(1) * MASKED  # additive, finite: no NaN rows
-        blocks = list(self.blocks)
-        final = blocks.pop() if last else None
-        for block in blocks:
+        *early, final = self.blocks
+        for block in early if last else self.blocks:
             x = block(x, attention_mask=mask)
-        if final is not None and last is not None:
+        if last:
             x = _final_block(cast(GPT2Block, final), x, mask[:, :, -last:], last)
         return self.ln_f(x)
 
@@ -258,8 +257,10 @@ def _final_block(block: GPT2Block, x: torch.Tensor, mask: torch.Tensor, n: int) 
     def heads(t: torch.Tensor) -> torch.Tensor:  # [B, t, d] -> [B, heads, t, head_dim]
         return t.view(*t.shape[:-1], -1, attn.head_dim).transpose(1, 2)
 
-    weights = heads(query[:, -n:]) @ heads(key).transpose(-1, -2) * attn.scaling + mask
-    mixed = (torch.softmax(weights, dim=-1) @ heads(value)).transpose(1, 2)
+    # the attention GPT-2's own eager path runs, on n queries: [B, n, heads, head_dim]
+    mixed, _ = eager_attention_forward(
+        attn, heads(query[:, -n:]), heads(key), heads(value), mask, scaling=attn.scaling
+    )
     h = x[:, -n:] + attn.c_proj(mixed.reshape(*mixed.shape[:-2], -1))
     return h + block.mlp(block.ln_2(h))
 
