@@ -54,9 +54,10 @@ class Settings(BaseSettings):
         4 * 1024 * 1024,
         ge=64 * 1024,
         le=256 * 1024 * 1024,
-        description="Most bytes one fetch of the events topic returns per partition. The "
-        "consumer buffers up to this much for each partition the worker holds; below 2 MiB a "
-        "worker catching up on a backlog ran 20-30% slower (foresight bench).",
+        description="Most bytes one fetch returns per partition. The worker's one consumer "
+        "reads every topic it holds partitions of (events, the table's changelog for recovery "
+        "and standbys, trend partials) and buffers up to this much for each such partition; "
+        "below 2 MiB a worker catching up on a backlog ran 20-30% slower (foresight bench).",
     )
     security_protocol: SecurityProtocol = Field("PLAINTEXT", description="Kafka security protocol.")
     ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certs.")
