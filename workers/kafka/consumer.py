@@ -10,16 +10,27 @@ So while the flow is not suspended, this consumer steps the delivery once by han
 Python 3.12's eager tasks do). If it finished, that is the whole delivery. If it suspended,
 the rest of it goes to Faust's own ``wait_first``, raced against the suspension as before, so
 the behaviour around rebalances (faust-streaming issue 596) is Faust's.
+
+A delivery that finds its stream's buffer full takes that slow path: Faust's handler waits for
+one free slot in a task of its own. While a backlog is read the fetch loop is always ahead of
+the agents, so every message found the buffer full and paid for three tasks (~8% of the event
+loop). Faust's own remedy, pausing the partition's fetches until the buffer drains, does not
+help here: the records already fetched are still delivered one slot at a time, and once every
+partition is paused its fetch loop sleeps a whole second. So this consumer fetches on, and
+holds a partition's next delivery back from the moment its buffer is under high pressure
+(4/5 full) until it has drained to 2/5: one wait per few hundred messages instead of one each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import types
 from collections.abc import Coroutine, Generator
 from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from workers.kafka import faust_compat
 
@@ -58,6 +69,32 @@ class _Resumed:
 class EagerDeliveryConsumer(faust_compat.TransactionalOffsets, faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with the eager delivery described in the module docstring
     (and, in exactly-once mode, no commits of its own for the transactions' partitions)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deliver_to_streams = self.callback
+        self.callback = self._deliver_when_room
+        self._crowded: set[TP] = set()  # partitions whose stream buffer has yet to drain
+        self._drained: asyncio.Event | None = None
+
+    async def _deliver_when_room(self, message: Any) -> Any:
+        """Faust's delivery, once the message's stream buffer has drained if it had filled."""
+        while message.tp in self._crowded:
+            if self._drained is None:
+                self._drained = asyncio.Event()
+            self._drained.clear()
+            await self._drained.wait()
+        return await self._deliver_to_streams(message)
+
+    def on_buffer_full(self, tp: TP) -> None:
+        """A stream buffer is under high pressure: hold this partition's deliveries back."""
+        self._crowded.add(tp)
+
+    def on_buffer_drop(self, tp: TP) -> None:
+        """It has drained: deliver again."""
+        self._crowded.discard(tp)
+        if self._drained is not None:
+            self._drained.set()
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> faust_compat.WaitResults:
         if not self._is_delivery(coros, timeout) or self.suspend_flow.is_set():

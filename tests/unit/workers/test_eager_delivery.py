@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from faust.transport.conductor import ConductorCompiler
+from faust.types import TP
+from faust.types.tuples import Message
 from mode.services import WaitResults
 
 from workers.kafka.consumer import EagerDeliveryApp, EagerDeliveryConsumer
@@ -109,3 +112,89 @@ async def test_while_the_flow_is_suspended_faust_races_as_before(consumer) -> No
         consumer.resume_flow()
     assert len(created) == 4  # Faust's wait_first: delivery, suspension, stopped, crashed
     assert result.done
+
+
+async def _feed(consumer, tp: TP, count: int, fed: list[int]) -> None:
+    """The fetch loop's deliveries of ``count`` messages of one partition, in order."""
+    for offset in range(count):
+        message = Message(tp.topic, tp.partition, offset, 0.0, 0, [], b"user", b"%d" % offset, None)
+        await consumer.wait_first(consumer.callback(message), consumer.suspend_flow.wait())
+        fed.append(offset)
+
+
+def _stream_buffer(consumer, tp: TP, size: int):
+    """A stream's buffer of ``size`` and Faust's handler delivering ``tp`` into it."""
+    app = consumer.app
+    channel = app.channel(maxsize=size)
+    consumer._deliver_to_streams = ConductorCompiler().build(app.topics, tp, {channel})
+    app.flow_control.resume()
+    return channel.queue
+
+
+async def test_a_crowded_stream_buffer_holds_its_partition_back_until_it_drains(consumer) -> None:
+    tp = TP("events", 0)
+    buffer = _stream_buffer(consumer, tp, size=10)
+    fed: list[int] = []
+    feeding = asyncio.ensure_future(_feed(consumer, tp, 20, fed))
+    await asyncio.sleep(0.02)
+    # High pressure is 8 queued (4/5): the ninth is queued, the tenth waits, with room left.
+    assert len(fed) == 9 and buffer.qsize() == 9
+    taken = []
+    for _ in range(5):  # down to 4 (2/5): the drop is seen at the next take
+        taken.append(int(buffer.get_nowait().value))
+        await asyncio.sleep(0.005)
+    assert len(fed) == 9
+    taken.append(int(buffer.get_nowait().value))
+    await asyncio.sleep(0.005)
+    assert len(fed) > 9  # delivering again
+    while len(taken) < 20:
+        taken.append(int((await asyncio.wait_for(buffer.get(), 1)).value))
+    await asyncio.wait_for(feeding, 1)
+    assert taken == list(range(20))  # nothing lost, nothing reordered
+
+
+async def test_a_busy_stream_costs_a_task_per_wait_not_per_message(consumer) -> None:
+    """The reason for holding back: a backlog read into a full buffer made three tasks a
+    message (Faust's own wait for one free slot)."""
+    tp = TP("events", 1)
+    buffer = _stream_buffer(consumer, tp, size=50)
+    loop = asyncio.get_running_loop()
+    created: list[str] = []
+
+    def counting(loop, coro, **kwargs):
+        created.append(getattr(coro, "__qualname__", repr(coro)))
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def read_slowly() -> None:  # slower than the fetch loop, as in a backlog
+        for _ in range(1000):
+            await buffer.get()
+            await asyncio.sleep(0)
+
+    fed: list[int] = []
+    feeding = asyncio.ensure_future(_feed(consumer, tp, 1000, fed))
+    loop.set_task_factory(counting)
+    try:
+        await asyncio.wait_for(read_slowly(), 5)
+    finally:
+        loop.set_task_factory(None)
+    await asyncio.wait_for(feeding, 1)
+    assert fed == list(range(1000))
+    assert len(created) < 250, created[:12]  # a wait (4 tasks) per 20 messages; was 3 each
+
+
+async def test_other_partitions_are_delivered_while_one_is_held_back(consumer) -> None:
+    crowded, free = TP("events", 2), TP("events", 3)
+    delivered: list[TP] = []
+
+    async def to_streams(message) -> None:
+        delivered.append(message.tp)
+
+    consumer._deliver_to_streams = to_streams
+    consumer.on_buffer_full(crowded)
+    held = asyncio.ensure_future(_feed(consumer, crowded, 1, []))
+    await _feed(consumer, free, 1, [])
+    await asyncio.sleep(0.01)
+    assert delivered == [free]
+    consumer.on_buffer_drop(crowded)
+    await asyncio.wait_for(held, 1)
+    assert delivered == [free, crowded]
