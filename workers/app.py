@@ -26,6 +26,7 @@ from workers.kafka import faust_compat
 from workers.kafka.consumer import EagerDeliveryApp
 from workers.kafka.log_limits import quiet_noisy_libraries
 from workers.kafka.publisher import Publisher, exit_for_restart
+from workers.kafka.raw_records import RawBytes
 from workers.kafka.rebalance import RebalanceHooks
 from workers.pipeline.acks import OrderedAcks, ack
 from workers.pipeline.batcher import MicroBatcher
@@ -44,12 +45,7 @@ from workers.scoring.process import ScoringProcess
 log = logging.getLogger(__name__)
 LAG_REPORT_SECONDS = 5.0
 WATCHDOG_SECONDS = 1.0
-_RAW: dict[str, Any] = {  # the agents read bytes: decoding is theirs, so failures are too
-    "key_type": bytes,
-    "value_type": bytes,
-    "key_serializer": "raw",
-    "value_serializer": "raw",
-}
+_RAW: dict[str, Any] = {"schema": RawBytes()}  # the agents decode: failures are theirs too
 
 
 def build_faust_app(s: Settings) -> EagerDeliveryApp:
