@@ -92,7 +92,16 @@ class EagerDeliveryConsumer(faust_compat.TransactionalOffsets, faust_aiokafka.Co
 
     def on_buffer_drop(self, tp: TP) -> None:
         """It has drained: deliver again."""
-        self._crowded.discard(tp)
+        self._let_go({tp})
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """A partition this worker no longer reads holds nothing back: its stream buffer may
+        be cleared or replaced before the drop is ever signalled."""
+        self._let_go(revoked)
+        await super().on_partitions_revoked(revoked)
+
+    def _let_go(self, partitions: set[TP]) -> None:
+        self._crowded.difference_update(partitions)
         if self._drained is not None:
             self._drained.set()
 

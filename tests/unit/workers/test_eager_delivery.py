@@ -198,3 +198,20 @@ async def test_other_partitions_are_delivered_while_one_is_held_back(consumer) -
     consumer.on_buffer_drop(crowded)
     await asyncio.wait_for(held, 1)
     assert delivered == [free, crowded]
+
+
+async def test_a_revoked_partition_holds_nothing_back(consumer) -> None:
+    tp = TP("events", 4)
+    delivered: list[TP] = []
+
+    async def to_streams(message) -> None:
+        delivered.append(message.tp)
+
+    consumer._deliver_to_streams = to_streams
+    consumer.on_buffer_full(tp)
+    held = asyncio.ensure_future(_feed(consumer, tp, 1, []))
+    await asyncio.sleep(0.01)
+    assert delivered == []
+    await consumer.on_partitions_revoked({tp})
+    await asyncio.wait_for(held, 1)
+    assert delivered == [tp]
