@@ -182,14 +182,20 @@ async def test_a_busy_stream_costs_a_task_per_wait_not_per_message(consumer) -> 
     assert len(created) < 250, created[:12]  # a wait (4 tasks) per 20 messages; was 3 each
 
 
-async def test_other_partitions_are_delivered_while_one_is_held_back(consumer) -> None:
-    crowded, free = TP("events", 2), TP("events", 3)
+def _recording_deliveries(consumer) -> list[TP]:
+    """The partitions of the messages handed to the streams, in order."""
     delivered: list[TP] = []
 
     async def to_streams(message) -> None:
         delivered.append(message.tp)
 
     consumer._deliver_to_streams = to_streams
+    return delivered
+
+
+async def test_other_partitions_are_delivered_while_one_is_held_back(consumer) -> None:
+    crowded, free = TP("events", 2), TP("events", 3)
+    delivered = _recording_deliveries(consumer)
     consumer.on_buffer_full(crowded)
     held = asyncio.ensure_future(_feed(consumer, crowded, 1, []))
     await _feed(consumer, free, 1, [])
@@ -202,12 +208,7 @@ async def test_other_partitions_are_delivered_while_one_is_held_back(consumer) -
 
 async def test_a_revoked_partition_holds_nothing_back(consumer) -> None:
     tp = TP("events", 4)
-    delivered: list[TP] = []
-
-    async def to_streams(message) -> None:
-        delivered.append(message.tp)
-
-    consumer._deliver_to_streams = to_streams
+    delivered = _recording_deliveries(consumer)
     consumer.on_buffer_full(tp)
     held = asyncio.ensure_future(_feed(consumer, tp, 1, []))
     await asyncio.sleep(0.01)
