@@ -13,7 +13,6 @@ import functools
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 from mode import Service
 
@@ -45,7 +44,7 @@ from workers.scoring.process import ScoringProcess
 log = logging.getLogger(__name__)
 LAG_REPORT_SECONDS = 5.0
 WATCHDOG_SECONDS = 1.0
-_RAW: dict[str, Any] = {"schema": RawBytes()}  # the agents decode: failures are theirs too
+_RAW_BYTES = RawBytes()  # the agents decode: failures are theirs too
 
 
 def build_faust_app(s: Settings) -> EagerDeliveryApp:
@@ -132,9 +131,10 @@ class StreamWorker:
 
     def _wire(self) -> None:
         app, s = self.app, self.settings
-        events = app.topic(s.topic("events"), s.topic("sequences.expire"), **_RAW)
+        events = app.topic(s.topic("events"), s.topic("sequences.expire"), schema=_RAW_BYTES)
         app.agent(events, name="ingest")(self.ingest.consume)
-        app.agent(app.topic(s.topic("trends.partial"), **_RAW), name="trends")(self.trends.merge)
+        partials = app.topic(s.topic("trends.partial"), schema=_RAW_BYTES)
+        app.agent(partials, name="trends")(self.trends.merge)
         RebalanceHooks(app, self.acks, self.transactions).connect()
         app.timer(TREND_FLUSH_SECONDS)(self.trends.flush)
         app.timer(s.sweep_interval_seconds)(self.sweep)

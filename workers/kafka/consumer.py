@@ -75,13 +75,11 @@ class EagerDeliveryConsumer(faust_compat.TransactionalOffsets, faust_aiokafka.Co
         self._deliver_to_streams = self.callback
         self.callback = self._deliver_when_room
         self._crowded: set[TP] = set()  # partitions whose stream buffer has yet to drain
-        self._drained: asyncio.Event | None = None
+        self._drained = asyncio.Event()  # binds to the running loop at its first wait
 
     async def _deliver_when_room(self, message: Any) -> Any:
         """Faust's delivery, once the message's stream buffer has drained if it had filled."""
         while message.tp in self._crowded:
-            if self._drained is None:
-                self._drained = asyncio.Event()
             self._drained.clear()
             await self._drained.wait()
         return await self._deliver_to_streams(message)
@@ -102,8 +100,7 @@ class EagerDeliveryConsumer(faust_compat.TransactionalOffsets, faust_aiokafka.Co
 
     def _let_go(self, partitions: set[TP]) -> None:
         self._crowded.difference_update(partitions)
-        if self._drained is not None:
-            self._drained.set()
+        self._drained.set()
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> faust_compat.WaitResults:
         if not self._is_delivery(coros, timeout) or self.suspend_flow.is_set():
