@@ -134,7 +134,8 @@ async def test_a_fenced_worker_exits_and_its_successor_sees_each_output_once(
     finally:
         worker.stop()
     assert code == EXIT_CANNOT_PUBLISH, (code, worker.tail())
-    assert "fenced" in worker.tail(20_000)
+    said = worker.tail(20_000)
+    assert "fenced" in said, said  # the whole log when not: aiokafka words a fence many ways
     worker = WorkerProcess(s, log).start()  # what the orchestrator does next
     try:
         await feed

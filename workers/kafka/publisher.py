@@ -32,8 +32,11 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     InvalidProducerEpoch,
+    InvalidTxnState,
     KafkaError,
+    KafkaTimeoutError,
     ProducerFenced,
+    RequestTimedOutError,
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
 )
@@ -215,39 +218,72 @@ class Publisher:
 
 
 def exit_for_restart(timeout: float, exc: BaseException) -> None:
-    """The worker's ``on_failure``: the broker has not taken an output for ``timeout``
-    seconds, so exit at once.
+    """The worker's ``on_failure``: an output could not be published, so exit at once.
 
     Whatever is not on the broker was never acked, so the committed offsets stand before it and
     a restarted worker (or the partition's next owner) redelivers it; nothing is lost. Carrying
     on would leave a gap that freezes the commit point, and a graceful stop would wait on the
     same broker, so the exit is immediate and says why, with a code that asks for a restart."""
-    if isinstance(exc, TopicAuthorizationFailedError | ClusterAuthorizationFailedError):
-        why = (
-            f"the broker does not authorize this worker's user to write an output ({exc}); "
-            "grant it WRITE and DESCRIBE on the output topics"
-        )
-    elif isinstance(exc, TransactionalIdAuthorizationFailed):
-        why = (
-            f"the broker does not authorize this worker's user to use its transactional ids "
-            f"({exc}); grant it WRITE and DESCRIBE on TransactionalId '<app id>-eos-' (prefixed)"
-        )
-    elif isinstance(exc, ProducerFenced | InvalidProducerEpoch):
-        why = (
-            "another worker has taken over one of this worker's partitions and fenced its "
-            f"transactional producer ({exc})"
-        )
-    else:
-        why = (
-            f"the broker has not taken an output for {timeout:.0f} s ({type(exc).__name__}: {exc})"
-        )
     log.critical(
         "%s; exiting with code %d for a restart: nothing unpublished was committed, so it will "
         "be redelivered",
-        why,
+        why_publishing_stopped(timeout, exc),
         EXIT_CANNOT_PUBLISH,
     )
     exit_now(EXIT_CANNOT_PUBLISH)
+
+
+def why_publishing_stopped(timeout: float, exc: BaseException) -> str:
+    """What an operator should read about a failed output.
+
+    aiokafka wraps an error its sender did not expect (an ``InvalidTxnState`` in the middle of
+    a transaction, say) in a bare "Unexpected error during batch delivery", so the reason is
+    looked for along the whole chain of causes, and the deepest one is named."""
+    chain = _causes(exc)
+    named = _named(exc) if len(chain) == 1 else f"{_named(exc)}; caused by {_named(chain[-1])}"
+    if _any(chain, TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
+        return (
+            f"the broker does not authorize this worker's user to write an output ({named}); "
+            "grant it WRITE and DESCRIBE on the output topics"
+        )
+    if _any(chain, TransactionalIdAuthorizationFailed):
+        return (
+            f"the broker does not authorize this worker's user to use its transactional ids "
+            f"({named}); grant it WRITE and DESCRIBE on TransactionalId '<app id>-eos-' (prefixed)"
+        )
+    if _any(chain, ProducerFenced, InvalidProducerEpoch):
+        return (
+            "another worker has taken over one of this worker's partitions and fenced its "
+            f"transactional producer ({named})"
+        )
+    if _any(chain, InvalidTxnState):
+        return (
+            "the broker no longer holds this worker's transaction open: another worker has "
+            "most likely taken over the partition and fenced it, or the transaction outlived "
+            f"its {TRANSACTION_TIMEOUT_MS / 1000:.0f} s timeout ({named})"
+        )
+    if _any(chain, KafkaTimeoutError, RequestTimedOutError):
+        return f"the broker has not taken an output for {timeout:.0f} s ({named})"
+    return f"the producer failed ({named})"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what raised it, outermost first (``raise ... from``, or raised while
+    handling)."""
+    chain = [exc]
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and nxt not in chain:
+        chain.append(nxt)
+    return chain
+
+
+def _named(exc: BaseException) -> str:
+    """``Type: message`` once (aiokafka's errors already start their message with the type)."""
+    text, kind = str(exc), type(exc).__name__
+    return text if text.startswith(kind) else f"{kind}: {text}"
+
+
+def _any(chain: list[BaseException], *kinds: type[BaseException]) -> bool:
+    return any(isinstance(e, kinds) for e in chain)
 
 
 def _hash_slot(key: bytes | None, count: int) -> int:
