@@ -107,6 +107,10 @@ def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
     assert curve[1]["p99"] == result["pipeline"]["latency_ms"]["p99"]  # the headline run
     assert all(0 < point["p50"] <= point["p99"] for point in curve)
     assert "| 25% |" in markdown(result) and "| 50% |" in markdown(result)
+    for point in curve:  # the worker and this bench ran on the machine meanwhile
+        cpu = point["cpu_share"]
+        assert 0 < cpu["machine_busy"] <= 1 and cpu["worker"] > 0 and cpu["bench"] > 0
+    assert f"{curve[1]['cpu_share']['machine_busy']:.0%} of " in markdown(result)
     stages = result["pipeline"]["stages_ms"]
     assert list(stages) == ["consume", "batch", "score", "turn", "send", "ack"]
     for stage in stages.values():  # every batch of the timed events passed every stage

@@ -25,6 +25,7 @@ import time
 import urllib.request
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,12 @@ from workers.tools.bench_report import latency_by_second
 from workers.tools.generator import Generator
 from workers.tools.produce import produce
 from workers.tools.review_text import with_reviews
-from workers.tools.worker_processes import ChildProcess, WorkerProcess, settings_env
+from workers.tools.worker_processes import (
+    ChildProcess,
+    WorkerProcess,
+    machine_cpu_seconds,
+    settings_env,
+)
 
 
 def _say(message: str) -> None:
@@ -237,7 +243,9 @@ async def pipeline_latency(
         await asyncio.sleep(0.5)  # the warm-up batches' acks, so that they count before
         before = stage_buckets(port)
         timed = events[50:]
+        began = CpuSnapshot.take(worker)
         await produce(settings, timed, len(timed), rate=rate, progress=False)
+        cpu = began.share_until(CpuSnapshot.take(worker))
         records = await _consume_all(
             settings, settings.topic("predictions"), len(events), 300, worker
         )
@@ -264,7 +272,44 @@ async def pipeline_latency(
             np.array([ts for ts, _ in timed_records], dtype=float), latencies
         ),
         "stages_ms": stages,
+        "cpu_share": cpu,
     }
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds used so far by the machine, the worker (and its scoring process) and this
+    bench process: two of them give each one's share of the cores in between."""
+
+    at: float
+    machine: tuple[float, float]
+    worker: dict[str, float]
+    bench: float
+
+    @classmethod
+    def take(cls, worker: ChildProcess) -> CpuSnapshot:
+        return cls(
+            time.monotonic(), machine_cpu_seconds(), worker.cpu_seconds(), time.process_time()
+        )
+
+    def share_until(self, later: CpuSnapshot) -> dict[str, float]:
+        """How busy the cores were: ``machine_busy`` as a share of all of them, the rest in
+        cores (1.0 is one core kept busy); ``broker_and_other`` is whatever else ran (the
+        broker, when it shares the machine)."""
+        wall = max(later.at - self.at, 1e-3)
+        busy = later.machine[0] - self.machine[0]
+        every = max(later.machine[1] - self.machine[1], 1e-9)
+        worker = (later.worker["process"] - self.worker["process"]) / wall
+        scoring = (later.worker["children"] - self.worker["children"]) / wall
+        bench = (later.bench - self.bench) / wall
+        return {
+            "machine_busy": round(busy / every, 3),
+            "cores": os.cpu_count() or 1,
+            "worker": round(worker, 3),
+            "scoring_process": round(scoring, 3),
+            "bench": round(bench, 3),
+            "broker_and_other": round(max(busy / wall - worker - scoring - bench, 0.0), 3),
+        }
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:
@@ -423,6 +468,7 @@ async def load_curve(
                 "latency_events": run["latency_events"],
                 **run["latency_ms"],
                 "stages_p99_ms": {k: v["p99"] for k, v in run["stages_ms"].items()},
+                "cpu_share": run["cpu_share"],
             }
         )
     return points

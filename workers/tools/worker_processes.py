@@ -127,6 +127,20 @@ class ChildProcess:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
 
+def machine_cpu_seconds(proc_stat: str | None = None) -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine since boot, summed over its cores, from the
+    first line of ``/proc/stat`` (Linux): what shares the cores with a worker, the broker and
+    the load generator included. Idle and I/O wait are the not-busy part; guest time is
+    already counted in user time."""
+    text = proc_stat if proc_stat is not None else Path("/proc/stat").read_text()
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        int(x) for x in text.split("\n", 1)[0].split()[1:9]
+    )
+    every = user + nice + system + idle + iowait + irq + softirq + steal
+    tick = os.sysconf("SC_CLK_TCK")
+    return (every - idle - iowait) / tick, every / tick
+
+
 def _cpu_seconds(stat_path: str) -> float:
     """utime + stime of a /proc stat file, in seconds (the fields after the command name,
     which may itself hold spaces)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import numpy as np
 import orjson
@@ -336,6 +337,27 @@ def test_latency_by_second_buckets_by_produce_time() -> None:
     latency = np.array([100.0, 200.0, 50.0, 900.0])  # produced at 900, 1300, 2550, 1800
     rows = latency_by_second(predicted, latency)
     assert [(r["second"], r["events"], r["max"]) for r in rows] == [(0, 3, 900.0), (1, 1, 50.0)]
+
+
+def test_machine_cpu_counts_everything_but_idle_and_io_wait() -> None:
+    from workers.tools.worker_processes import machine_cpu_seconds
+
+    tick = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat = "cpu  600 10 200 1000 90 5 25 70 300 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"
+    busy, every = machine_cpu_seconds(stat)
+    assert busy * tick == pytest.approx(910) and every * tick == pytest.approx(2000)
+
+
+def test_cpu_share_is_each_part_of_the_busy_cores() -> None:
+    from workers.tools.bench import CpuSnapshot
+
+    before = CpuSnapshot(10.0, (100.0, 400.0), {"process": 5.0, "children": 1.0}, 2.0)
+    after = CpuSnapshot(12.0, (103.0, 404.0), {"process": 6.0, "children": 1.5}, 2.2)
+    share = before.share_until(after)
+    assert share["machine_busy"] == 0.75  # 3 of 4 core-seconds: two cores for two seconds
+    assert (share["worker"], share["scoring_process"], share["bench"]) == (0.5, 0.25, 0.1)
+    assert share["broker_and_other"] == 0.65  # 1.5 busy cores less the 0.85 accounted for
 
 
 def test_stage_latency_counts_only_the_batches_between_two_scrapes() -> None:
