@@ -49,7 +49,7 @@ _RAW_BYTES = RawBytes()  # the agents decode: failures are theirs too
 
 def build_faust_app(s: Settings) -> EagerDeliveryApp:
     """The Faust app with the settings the at-least-once design depends on."""
-    return EagerDeliveryApp(
+    app = EagerDeliveryApp(
         s.app_id,
         broker=s.broker,
         broker_credentials=faust_credentials(s),
@@ -67,6 +67,8 @@ def build_faust_app(s: Settings) -> EagerDeliveryApp:
         consumer_max_fetch_size=s.fetch_bytes_per_partition,
         table_standby_replicas=1,
     )
+    app.fetch_max_wait_ms = s.fetch_max_wait_ms
+    return app
 
 
 class StreamWorker:

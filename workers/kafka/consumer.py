@@ -66,7 +66,9 @@ class _Resumed:
                     return done.value
 
 
-class EagerDeliveryConsumer(faust_compat.TransactionalOffsets, faust_aiokafka.Consumer):
+class EagerDeliveryConsumer(
+    faust_compat.BoundedFetchWait, faust_compat.TransactionalOffsets, faust_aiokafka.Consumer
+):
     """Faust's aiokafka consumer with the eager delivery described in the module docstring
     (and, in exactly-once mode, no commits of its own for the transactions' partitions)."""
 
@@ -141,6 +143,8 @@ class EagerDeliveryApp(faust_compat.TransportApp):
     transport_class = EagerDeliveryTransport
     transactional_topics: frozenset[str] = frozenset()
     """Topics whose offsets the worker commits in transactions, not Faust."""
+    fetch_max_wait_ms: int | None = None
+    """The consumer's longest wait on the broker for a fetch; None keeps Faust's."""
 
     def on_init_dependencies(self) -> Any:
         """Faust's own services, without its in-memory ``Monitor`` among the sensors that are

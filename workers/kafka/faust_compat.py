@@ -1,6 +1,6 @@
 """Every use of a private part of Faust or mode, in one file, checked against their versions.
 
-The worker relies on five things these libraries do not offer publicly:
+The worker relies on six things these libraries do not offer publicly:
 
 * ``Consumer._committed_offset``: the offset Faust committed and sought to for a partition,
   where each partition's ack line starts (workers/pipeline/acks.py).
@@ -12,6 +12,10 @@ The worker relies on five things these libraries do not offer publicly:
 * ``Consumer._commit``: where Faust's commit reaches the broker; in exactly-once mode it must
   leave the partitions whose offsets commit inside transactions to them
   (workers/pipeline/transactions.py).
+* ``Consumer._new_consumer_thread`` and ``AIOKafkaConsumerThread._create_worker_consumer``,
+  where Faust builds its aiokafka consumer with ``fetch_max_wait_ms`` fixed at 1,500, and
+  aiokafka's ``AIOKafkaConsumer._fetch_max_wait_ms``, which its fetcher reads at ``start()``:
+  the worker sets its own (``FORESIGHT_FETCH_MAX_WAIT_MS``).
 
 Each was read in the sources of the versions in ``CHECKED``. ``check_versions`` runs when the
 worker starts and refuses, with a message that names this file, any installed version outside
@@ -34,12 +38,13 @@ from packaging.version import Version
 CHECKED: dict[str, str] = {
     "faust-streaming": ">=0.11,<0.16",
     "mode-streaming": ">=0.4,<0.8",
+    "aiokafka": ">=0.10,<0.15",
 }
 """The distributions whose private parts this file uses, and the versions it was checked on."""
 
 
 class IncompatibleFaust(RuntimeError):
-    """An installed Faust or mode this shim was not checked against."""
+    """An installed Faust, mode or aiokafka this shim was not checked against."""
 
 
 def check_versions(installed: dict[str, str] | None = None) -> None:
@@ -92,6 +97,36 @@ class TransactionalOffsets:
         if not kept:
             return True  # committed already, by the transactions
         return await super()._commit(kept)  # type: ignore[misc]
+
+
+class BoundedFetchWait:
+    """Consumer mixin: the aiokafka consumer Faust builds waits at most
+    ``app.fetch_max_wait_ms`` on the broker for a fetch (Faust fixes it at 1,500 ms).
+
+    aiokafka keeps one fetch in flight per broker, asking only for the partitions with nothing
+    buffered; while the broker holds it open for new data, a partition whose buffer has just
+    run dry is not fetched at all. With 1,500 ms a worker behind by seconds sat idle for ~1 s
+    at a time (its event loop half busy, thousands of records waiting in Kafka)."""
+
+    app: Any
+    loop: Any
+    beacon: Any
+
+    def _new_consumer_thread(self) -> Any:
+        consumer: Any = self  # a faust Consumer, as the mixin's users are
+        thread = _FetchWaitConsumerThread(consumer, loop=self.loop, beacon=self.beacon)
+        thread.fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
+        return thread
+
+
+class _FetchWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    fetch_max_wait_ms: int | None = None
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        if self.fetch_max_wait_ms is not None:
+            consumer._fetch_max_wait_ms = self.fetch_max_wait_ms  # read when it starts
+        return consumer
 
 
 class TransportApp(faust.App):

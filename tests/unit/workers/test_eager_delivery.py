@@ -216,3 +216,18 @@ async def test_a_revoked_partition_holds_nothing_back(consumer) -> None:
     await consumer.on_partitions_revoked({tp})
     await asyncio.wait_for(held, 1)
     assert delivered == [tp]
+
+
+async def test_the_workers_kafka_consumer_waits_on_the_broker_as_configured() -> None:
+    """Faust builds its aiokafka consumer with a 1,500 ms fetch wait; the worker's is its own
+    setting (a dry partition is not fetched while another fetch waits)."""
+    from schemas.settings import Settings
+    from workers.app import build_faust_app
+
+    app = build_faust_app(Settings(broker="kafka://127.0.0.1:1", fetch_max_wait_ms=77))
+    thread = app.consumer._thread  # what Faust starts; its consumer is built when it starts
+    kafka = thread._create_worker_consumer(app.transport)
+    try:
+        assert kafka._fetch_max_wait_ms == 77  # what aiokafka's fetcher is given at start()
+    finally:
+        await kafka.stop()
