@@ -114,18 +114,15 @@ class BoundedFetchWait:
 
     def _new_consumer_thread(self) -> Any:
         consumer: Any = self  # a faust Consumer, as the mixin's users are
-        thread = _FetchWaitConsumerThread(consumer, loop=self.loop, beacon=self.beacon)
-        thread.fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
-        return thread
+        return _FetchWaitConsumerThread(consumer, loop=self.loop, beacon=self.beacon)
 
 
 class _FetchWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    fetch_max_wait_ms: int | None = None
-
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        if self.fetch_max_wait_ms is not None:
-            consumer._fetch_max_wait_ms = self.fetch_max_wait_ms  # read when it starts
+        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
+        if wait_ms is not None:
+            consumer._fetch_max_wait_ms = wait_ms  # read when it starts
         return consumer
 
 

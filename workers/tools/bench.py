@@ -304,7 +304,6 @@ class CpuSnapshot:
         bench = (later.bench - self.bench) / wall
         return {
             "machine_busy": round(busy / every, 3),
-            "cores": os.cpu_count() or 1,
             "worker": round(worker, 3),
             "scoring_process": round(scoring, 3),
             "bench": round(bench, 3),
