@@ -67,7 +67,7 @@ class _Resumed:
 
 
 class EagerDeliveryConsumer(
-    faust_compat.BoundedFetchWait, faust_compat.TransactionalOffsets, faust_aiokafka.Consumer
+    faust_compat.InlineConsumer, faust_compat.TransactionalOffsets, faust_aiokafka.Consumer
 ):
     """Faust's aiokafka consumer with the eager delivery described in the module docstring
     (and, in exactly-once mode, no commits of its own for the transactions' partitions)."""

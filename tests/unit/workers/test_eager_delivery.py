@@ -231,3 +231,27 @@ async def test_the_workers_kafka_consumer_waits_on_the_broker_as_configured() ->
         assert kafka._fetch_max_wait_ms == 77  # what aiokafka's fetcher is given at start()
     finally:
         await kafka.stop()
+
+
+async def test_the_workers_kafka_consumer_runs_on_the_workers_own_loop() -> None:
+    """Faust's consumer "thread" is a service on the worker's loop: what Faust hands it
+    through ``call_thread`` (fetch, commit, seek) runs right there, in this thread, with no
+    hand-off across threads (workers/kafka/faust_compat.py ``InlineConsumer``)."""
+    import threading
+
+    from schemas.settings import Settings
+    from workers.app import build_faust_app
+
+    app = build_faust_app(Settings(broker="kafka://127.0.0.1:1"))
+    thread = app.consumer._thread
+    here = (threading.get_ident(), asyncio.get_running_loop())
+    ran_in = []
+
+    async def call(value: int) -> int:
+        ran_in.append((threading.get_ident(), asyncio.get_running_loop()))
+        return value + 1
+
+    assert await asyncio.wait_for(thread.call_thread(call, 41), 1) == 42
+    assert await asyncio.wait_for(thread.call_thread(lambda: 7), 1) == 7  # plain functions too
+    assert ran_in == [here]
+    assert thread.thread_loop is here[1]
