@@ -4,6 +4,10 @@ Trends are aggregated in two phases so that several workers can share the load: 
 folds its events into per-(key, window) partials and flushes them every second to
 ``trends.partial`` keyed by item/category; whichever worker owns that key merges the partials
 and emits the :class:`~schemas.records.Trend` when the window closes.
+
+Partials and trends are plain dicts, pinned to their JSON Schemas by unit tests: a busy worker
+closes thousands of windows a second, and a pydantic model per trend cost ~5 µs to build and
+serialize, against ~0.4 for a dict and orjson.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.records import TREND_TEXT_CHARS, Trend
+from schemas.records import TREND_TEXT_CHARS
 
 ENGAGEMENT = ("view", "click", "add_to_cart", "purchase", "rating", "review")
 
@@ -170,8 +174,8 @@ class TrendAggregator:
                 return
         self.keys.popitem(last=False)
 
-    def add(self, partial: dict[str, Any]) -> list[Trend]:
-        """Merge one TrendPartial record; the trends of the windows it closes."""
+    def add(self, partial: dict[str, Any]) -> list[dict[str, Any]]:
+        """Merge one TrendPartial record; the Trend records of the windows it closes."""
         state = self._state(partial["key"])
         window = partial["window_start"]
         self.newest = max(self.newest, window)
@@ -180,15 +184,15 @@ class TrendAggregator:
         state.windows.setdefault(window, Partial()).merge(partial)
         return self._close(partial["key"], state, window - self.grace)
 
-    def flush(self, watermark: float | None = None) -> list[Trend]:
-        """The trends of every window that ends ``grace`` before ``watermark``."""
+    def flush(self, watermark: float | None = None) -> list[dict[str, Any]]:
+        """The Trend records of every window that ends ``grace`` before ``watermark``."""
         watermark = self.newest if watermark is None else watermark
         out = []
         for key, state in list(self.keys.items()):
             out += self._close(key, state, watermark - self.grace)
         return out
 
-    def _close(self, key: str, state: _KeyState, before: float) -> list[Trend]:
+    def _close(self, key: str, state: _KeyState, before: float) -> list[dict[str, Any]]:
         out = []
         for start in sorted(w for w in state.windows if w + self.window <= before):
             p = state.windows.pop(start)
@@ -196,30 +200,31 @@ class TrendAggregator:
             state.closed = start + self.window
         return out
 
-    def _trend(self, key: str, state: _KeyState, start: float, p: Partial) -> Trend:
+    def _trend(self, key: str, state: _KeyState, start: float, p: Partial) -> dict[str, Any]:
+        """The :class:`~schemas.records.Trend` record of one closed window, as a dict."""
         volume = float(p.volume)
         sentiment = p.sentiment_sum / p.sentiment_count if p.sentiment_count else None
         std = math.sqrt(state.var) if state.var > 0 else 1.0
         zscore = (volume - state.mean) / std if state.prev_volume is not None else 0.0
         views = p.counts.get("view", 0) + p.counts.get("click", 0)
-        record = Trend(
-            key=key,
-            window_start=start,
-            window_end=start + self.window,
-            volume=p.volume,
-            engagement={k: p.counts.get(k, 0) for k in ENGAGEMENT},
-            conversion=p.counts.get("purchase", 0) / views if views else 0.0,
-            sentiment_mean=sentiment,
-            sentiment_count=p.sentiment_count,
-            sentiment_change=(
+        record = {
+            "key": key,
+            "window_start": start,
+            "window_end": start + self.window,
+            "volume": p.volume,
+            "engagement": {k: p.counts.get(k, 0) for k in ENGAGEMENT},
+            "conversion": p.counts.get("purchase", 0) / views if views else 0.0,
+            "sentiment_mean": sentiment,
+            "sentiment_count": p.sentiment_count,
+            "sentiment_change": (
                 sentiment - state.prev_sentiment
                 if sentiment is not None and state.prev_sentiment is not None
                 else None
             ),
-            sentiment_texts=p.texts,
-            volume_change=volume - (state.prev_volume or 0.0),
-            zscore=zscore,
-        )
+            "sentiment_texts": p.texts,
+            "volume_change": volume - (state.prev_volume or 0.0),
+            "zscore": zscore,
+        }
         if state.prev_volume is None:
             state.mean = volume
         else:

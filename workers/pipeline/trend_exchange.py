@@ -3,7 +3,7 @@
 Each worker folds its events into partials (workers/analytics/trends.py) and, every
 ``TREND_FLUSH_SECONDS``, sends them to ``trends.partial`` in the partition its key hashes to;
 the ``trends`` agent of whichever worker owns that partition merges them and publishes each
-window's :class:`~schemas.records.Trend` once it closes.
+window's :class:`~schemas.records.Trend` record once it closes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import logging
 
 import orjson
 
-from schemas.records import Trend
 from schemas.settings import Settings
 from workers.analytics.trends import TrendAccumulator, TrendAggregator
 from workers.kafka.publisher import Publisher, Record
@@ -67,7 +66,7 @@ class TrendExchange:
         """Publish the windows of keys that no partial closed, once the watermark passes."""
         await self._publish(self.trends.flush())
 
-    async def _publish(self, trends: list[Trend]) -> None:
+    async def _publish(self, trends: list[dict]) -> None:
         if trends:
-            records = [Record(t.key.encode(), t.model_dump_json().encode()) for t in trends]
+            records = [Record(t["key"].encode(), orjson.dumps(t)) for t in trends]
             await self.publisher.send_many(self.settings.topic("trends"), records)

@@ -11,8 +11,8 @@ import pytest
 
 from schemas.internal import TrendPartial
 from schemas.jsonschema import SCHEMA_DIR
-from schemas.records import Event, Prediction
-from workers.analytics.trends import TrendAccumulator
+from schemas.records import Event, Prediction, Trend
+from workers.analytics.trends import TrendAccumulator, TrendAggregator
 from workers.kafka import faust_compat
 from workers.pipeline.outputs import prediction_value
 
@@ -111,6 +111,18 @@ def test_the_prediction_builder_writes_exactly_the_schema() -> None:
     value = prediction_value(event, "v1", {"view": 1.0}, ["i"], [0.5], 0.1, 0.2, -0.4, 3, 12.0)
     assert set(orjson.loads(value)) == _schema_properties("prediction")
     assert Prediction.model_validate_json(value).sequence_length == 3
+
+
+def test_trends_are_written_exactly_as_their_schema() -> None:
+    agg = TrendAggregator(60)
+    parts = TrendAccumulator(60)
+    parts.add("i", "toys", "review", 1_700_000_000.0, 0.5, "e1", "good")
+    parts.add("i", "toys", "view", 1_700_000_200.0, None)  # three windows on: the first closes
+    closed = [trend for partial in parts.drain() for trend in agg.add(partial)]
+    assert [t["key"] for t in closed] == ["item:i", "category:toys"]
+    for trend in closed:
+        assert set(trend) == _schema_properties("trend")
+        assert Trend.model_validate_json(orjson.dumps(trend)).sentiment_mean == 0.5
 
 
 def test_trend_partials_are_written_exactly_as_their_schema() -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from schemas import decode_event
 from schemas.internal import TrendPartial
-from schemas.records import TREND_TEXT_CHARS, CatalogItem, item_text
+from schemas.records import TREND_TEXT_CHARS, CatalogItem, Trend, item_text
 from workers.analytics.alerts import AlertPolicy
 from workers.analytics.sentiment import lexicon_sentiment
 from workers.analytics.trends import TrendAccumulator, TrendAggregator
@@ -165,6 +165,11 @@ def test_lexicon_fallback_sentiment() -> None:
     assert lexicon_sentiment("it is a lamp") is None
 
 
+def _validated(records: list[dict]) -> list[Trend]:
+    """The aggregator's Trend records, each validated against the published schema."""
+    return [Trend.model_validate_json(orjson.dumps(record)) for record in records]
+
+
 def test_two_phase_trends_merge_partials_from_several_workers() -> None:
     worker_a, worker_b = TrendAccumulator(60), TrendAccumulator(60)
     for i in range(6):
@@ -180,7 +185,7 @@ def test_two_phase_trends_merge_partials_from_several_workers() -> None:
     late.add("p1", "toys", "view", 1200.0, None)  # two windows later: the first one closes
     for partial in late.drain():
         out += agg.add(partial)
-    item = next(t for t in out if t.key == "item:p1")
+    item = next(t for t in _validated(out) if t.key == "item:p1")
     assert item.volume == 7 and item.engagement["purchase"] == 1
     assert item.conversion == pytest.approx(1 / 6)
     assert item.sentiment_mean == 1.0 and item.sentiment_count == 1
@@ -201,6 +206,7 @@ def test_trends_carry_their_most_negative_and_most_positive_text() -> None:
     old = {"key": "item:p1", "window_start": 1200.0, "volume": 1, "counts": {}}
     trends += agg.add({**old, "sentiment_sum": 0.0, "sentiment_count": 0})  # no texts: older worker
     trends += agg.flush(watermark=1400.0)
+    trends = _validated(trends)
     first, later = [t for t in trends if t.key == "item:p1"]
     assert later.sentiment_texts == []
     assert [(t.event_id, t.sentiment) for t in first.sentiment_texts] == [("e2", -0.9), ("e4", 0.8)]
@@ -225,7 +231,7 @@ def test_zscore_flags_a_spike() -> None:
             sentiment_count=0,
         )
         out += agg.add(partial.model_dump())
-    out += agg.flush(watermark=1000.0)
+    out = _validated(out + agg.flush(watermark=1000.0))
     assert [t.volume for t in out] == [5, 6, 5, 6, 5, 60, 5]
     spike = next(t for t in out if t.volume == 60)
     assert spike.zscore > 3 and spike.volume_change > 50
@@ -384,8 +390,8 @@ def test_a_quiet_key_closes_on_the_newest_window_of_any_key() -> None:
     assert agg.flush() == []  # nothing newer yet
     parts.add("busy", None, "view", 125.0, None)  # two windows on, for "busy" only
     closed = [t for partial in parts.drain() for t in agg.add(partial)]
-    assert [t.key for t in closed] == ["item:busy"]
-    assert [t.key for t in agg.flush()] == ["item:quiet"]
+    assert [t["key"] for t in closed] == ["item:busy"]
+    assert [t["key"] for t in agg.flush()] == ["item:quiet"]
 
 
 def test_trend_keys_are_bounded_forgetting_the_longest_idle_closed_one() -> None:
@@ -405,7 +411,7 @@ def test_trend_keys_are_bounded_forgetting_the_longest_idle_closed_one() -> None
     for partial in parts.drain():
         agg.add(partial)
     assert list(agg.keys) == ["item:a", "item:d", "item:e"] and len(agg.keys) == 3
-    assert {t.key for t in agg.flush(400.0)} == {"item:a", "item:d", "item:e"}
+    assert {t["key"] for t in agg.flush(400.0)} == {"item:a", "item:d", "item:e"}
 
 
 async def test_the_faust_app_fetches_the_configured_bytes_and_skips_the_monitor_sensor() -> None:
