@@ -34,27 +34,47 @@ def pad_batch(
 
     T is the longest sequence (at least 2, so the model always has a "previous" position for
     the surprise of the latest event), or ``length`` when given; longer sequences keep their
-    most recent events. Built with one flat fill per array: this runs once per batch on the
-    worker's hot path.
+    most recent events.
     """
-    width = max(2, length or max(len(s) for s in items))
-    lengths = np.array([min(len(s), width) for s in items], dtype=np.int64)
-    rows = np.repeat(np.arange(len(items)), lengths)
-    cols = np.concatenate([np.arange(width - n, width) for n in lengths]) if len(items) else rows
+    return pad_flat(
+        [len(s) for s in items],
+        [x for s in items for x in s],
+        [x for s in types for x in s],
+        [x for s in ts for x in s],
+        length,
+    )
+
+
+def pad_flat(
+    lengths: Sequence[int],
+    items: Sequence[int] | np.ndarray,
+    types: Sequence[int] | np.ndarray,
+    ts: Sequence[float] | np.ndarray,
+    length: int | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`pad_batch` for sequences laid end to end: sequence i is the next ``lengths[i]``
+    values of ``items``, ``types`` and ``ts``. The scoring process reads a batch into this
+    form, and padding it takes a few whole-array steps instead of a loop per sequence (this
+    runs once per batch on the hot path)."""
+    counts = np.asarray(lengths, dtype=np.int64)
+    width = max(2, length or int(counts.max(initial=0)))
+    kept = np.minimum(counts, width)
+    # each row's kept events: the last ``kept`` of its ``counts``, placed in its last columns
+    step = np.arange(int(kept.sum())) - np.repeat(np.cumsum(kept) - kept, kept)
+    source = np.repeat(np.cumsum(counts) - kept, kept) + step
+    rows = np.repeat(np.arange(len(counts)), kept)
+    cols = np.repeat(width - kept, kept) + step
     out: dict[str, np.ndarray] = {}
-    columns: list[tuple[str, Sequence[Sequence[float]], type]] = [
+    for name, values, dtype in (
         ("item_ids", items, np.int64),
         ("event_types", types, np.int64),
         ("ts", ts, np.float64),
-    ]
-    for name, seqs, dtype in columns:
-        flat = [x for s, n in zip(seqs, lengths, strict=True) if n for x in s[-n:]]
-        matrix: np.ndarray = np.zeros((len(items), width), dtype=dtype)
-        matrix[rows, cols] = flat
+    ):
+        matrix = np.zeros((len(counts), width), dtype=dtype)
+        matrix[rows, cols] = np.asarray(values, dtype=dtype)[source]
         out[name] = matrix
-    gaps = np.zeros((len(items), width), dtype=np.int64)
-    if width > 1:
-        gaps[:, 1:] = _buckets(np.maximum(np.diff(out.pop("ts"), axis=1), 0.0))
-    first = width - lengths  # the first real event of each row has no previous event
+    gaps = np.zeros((len(counts), width), dtype=np.int64)
+    gaps[:, 1:] = _buckets(np.maximum(np.diff(out.pop("ts"), axis=1), 0.0))
+    first = width - kept  # the first real event of each row has no previous event
     gaps[np.arange(width)[None, :] <= first[:, None]] = 0
     return {"item_ids": out["item_ids"], "event_types": out["event_types"], "time_gaps": gaps}

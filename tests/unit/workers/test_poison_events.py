@@ -33,7 +33,13 @@ from workers.pipeline.acks import Slot
 from workers.pipeline.dead_letters import dlq_record
 from workers.pipeline.ingest import Job
 from workers.pipeline.outputs import BatchRows
-from workers.pipeline.sequence import CorruptSequence, SeqEvent, UserSequence, model_columns
+from workers.pipeline.sequence import (
+    CorruptSequence,
+    SeqEvent,
+    UserSequence,
+    model_columns,
+    model_rows,
+)
 from workers.scoring.process import RemoteScorer, ScoringFailed, ScoringProcess
 from workers.scoring.scorer import OnnxScorer, scores_from
 
@@ -110,6 +116,30 @@ def test_a_failed_insert_leaves_the_sequence_as_it_was() -> None:
     with pytest.raises(struct.error):
         seq.insert(SeqEvent(2e9, "view", "e3", "x" * 70_000, None), 1e9, 50)
     assert seq.to_bytes() == before and len(seq.events) == len(seq.chunks) == 1
+
+
+def test_a_batch_reads_as_its_sequences_end_to_end() -> None:
+    """The scoring process reads a whole batch into flat columns; each sequence's share must
+    be exactly what it reads alone, empty sequences and format 1 values included."""
+    v1 = struct.pack("<BdH", 1, 5.0, 1) + struct.pack("<dBdBB", 1e9, 4, 2.5, 2, 1) + b"e1" + b"7"
+    sequences = [
+        UserSequence([SeqEvent(1e9 + i, EVENT_TYPES[i], f"e{i}", f"i{i}", None) for i in range(3)]),
+        UserSequence(),
+        UserSequence([SeqEvent(2e9, "login", "e9", None, None)]),
+    ]
+    prefixes = [s.to_bytes() for s in sequences] + [v1]
+    rows = model_rows(prefixes)
+    assert rows.lengths == [3, 0, 1, 1]
+    at = 0
+    for raw, length in zip(prefixes, rows.lengths, strict=True):
+        alone = model_columns(raw)
+        assert rows.ts[at : at + length] == alone.ts
+        assert [EVENT_TYPES[c] for c in rows.type_codes[at : at + length]] == alone.types
+        assert rows.items[at : at + length] == alone.items
+        at += length
+    assert at == len(rows.ts) == len(rows.items)
+    with pytest.raises(CorruptSequence):  # one damaged prefix refuses the batch
+        model_rows([prefixes[0], prefixes[0][:-1]])
 
 
 def test_format_one_values_are_still_read() -> None:
