@@ -27,6 +27,11 @@ from workers.pipeline.sequence import SeqEvent, UserSequence, seq_event
 from workers.pipeline.sequence_store import SequenceStore
 
 log = logging.getLogger(__name__)
+CPU_SAMPLE_EVERY = 16
+"""Ingest's CPU time (``foresight_loop_cpu_seconds_total{part="ingest"}``) is read around
+one event in this many. A thread's CPU clock is a system call, not a vDSO read like the wall
+clock: 0.8 µs of CPU a read on this VM with both cores busy, and two reads an event cost
+about 1.6 µs of the event loop's ~70-100."""
 
 
 @dataclass(slots=True)
@@ -52,6 +57,7 @@ class Ingest:
     outbox: Outbox
     expiry: Expiry
     batcher: MicroBatcher[Job]
+    prepared: int = 0  # events prepared so far, to sample their CPU time
 
     async def consume(self, stream) -> None:
         """The agent. Every message ends either in a batch or on the DLQ with its stage and
@@ -70,9 +76,13 @@ class Ingest:
                     await self.outbox.emit([slot], [Output(slot, changelog, r) for r in expired])
                     continue
                 metrics.EVENTS_IN.inc()
-                began = time.thread_time()
-                job = self.prepare(slot)
-                metrics.INGEST_CPU.inc(time.thread_time() - began)
+                self.prepared += 1
+                if self.prepared % CPU_SAMPLE_EVERY:
+                    job = self.prepare(slot)
+                else:  # this one's CPU time stands for the events since the last sample
+                    began = time.thread_time()
+                    job = self.prepare(slot)
+                    metrics.INGEST_CPU.inc((time.thread_time() - began) * CPU_SAMPLE_EVERY)
             except InvalidRecord as exc:
                 await self.outbox.reject(slot, exc.stage, str(exc))
                 continue
