@@ -207,8 +207,9 @@ _Fields = tuple[int, int, float, int, float, int, int | None]
 def _walk(raw: bytes) -> tuple[int, float, list[_Fields]]:
     """(format version, updated_at, each event's fields): where the event starts and ends, its
     timestamp, type code and price, and where its event id and item id (None: no item)
-    start. The one reader of the layout, for the table and the scoring process alike; it
-    raises CorruptSequence for an unknown format, an id past the end or bytes left over."""
+    start. The table's reader of the layout (the scoring process reads its columns with
+    :func:`model_rows`); it raises CorruptSequence for an unknown format, an id past the end
+    or bytes left over."""
     version, updated_at, count = _HEADER.unpack_from(raw, 0)
     if version not in _EVENT_FORMATS:
         raise CorruptSequence(f"sequence format {version} unknown")
