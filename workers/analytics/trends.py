@@ -195,11 +195,8 @@ class TrendAggregator:
         return out
 
     def _close(self, key: str, state: _KeyState, before: float) -> list[dict[str, Any]]:
-        closing = [w for w in state.windows if w + self.window <= before]
-        if len(closing) > 1:  # one at a time is the usual case
-            closing.sort()
         out = []
-        for start in closing:
+        for start in sorted(w for w in state.windows if w + self.window <= before):
             p = state.windows.pop(start)
             out.append(self._trend(key, state, start, p))
             state.closed = start + self.window

@@ -137,14 +137,6 @@ class UserSequence:
         return cls(events, updated_at, chunks)
 
 
-class Columns(NamedTuple):
-    """What the model reads of a sequence, column by column, oldest first."""
-
-    ts: list[float]
-    types: list[str]
-    items: list[str | None]
-
-
 class ModelRows(NamedTuple):
     """What the model reads of several sequences, laid end to end: sequence i is the next
     ``lengths[i]`` values of each column, oldest first; ``type_codes`` index EVENT_TYPES."""
@@ -193,12 +185,6 @@ def model_rows(prefixes: list[bytes]) -> ModelRows:
     if max(codes, default=0) >= len(EVENT_TYPES):
         raise CorruptSequence("an event type code this build does not know")
     return ModelRows(lengths, ts, codes, items)
-
-
-def model_columns(raw: bytes) -> Columns:
-    """One encoded sequence's model columns (:func:`model_rows` of one)."""
-    rows = model_rows([raw])
-    return Columns(rows.ts, [EVENT_TYPES[code] for code in rows.type_codes], rows.items)
 
 
 _Fields = tuple[int, int, float, int, float, int, int | None]

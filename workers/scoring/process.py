@@ -195,9 +195,8 @@ class RemoteScorer:
         self.process = process
         self.version: str = info["version"]
         self.event_types: tuple[str, ...] = tuple(info["event_types"])
-        self.item_ids: tuple[str, ...] = tuple(info["item_ids"])
-        self._item_names = np.array(self.item_ids, dtype=object)  # see scores_from
+        self.item_ids = np.array(info["item_ids"], dtype=object)  # see scores_from
 
     async def score(self, prefixes: list[bytes], texts: list[str | None]) -> Scores:
         outputs = await self.process.score(self.version, prefixes, texts)
-        return scores_from(outputs, self._item_names)
+        return scores_from(outputs, self.item_ids)

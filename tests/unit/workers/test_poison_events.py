@@ -37,7 +37,6 @@ from workers.pipeline.sequence import (
     CorruptSequence,
     SeqEvent,
     UserSequence,
-    model_columns,
     model_rows,
 )
 from workers.scoring.process import RemoteScorer, ScoringFailed, ScoringProcess
@@ -89,11 +88,17 @@ def test_schema_limit_ids_round_trip() -> None:
     _columns_agree(seq.to_bytes())
 
 
+def _columns(raw: bytes) -> tuple[list[float], list[str], list[str | None]]:
+    """What the scoring process reads of one encoded sequence: (ts, types, items)."""
+    rows = model_rows([raw])
+    return rows.ts, [EVENT_TYPES[code] for code in rows.type_codes], rows.items
+
+
 def _columns_agree(raw: bytes) -> None:
-    """What the scoring process reads of ``raw`` (model_columns) is what the table decodes:
+    """What the scoring process reads of ``raw`` (model_rows) is what the table decodes:
     the same columns, or a refusal whenever the columns cannot be read."""
     try:
-        columns = model_columns(raw)
+        ts, types, items = _columns(raw)
     except CorruptSequence:
         with pytest.raises(CorruptSequence):
             UserSequence.from_bytes(raw)
@@ -102,9 +107,9 @@ def _columns_agree(raw: bytes) -> None:
         events = UserSequence.from_bytes(raw).events
     except CorruptSequence:  # only an event id it does not read (bad UTF-8) may differ
         return
-    assert columns.ts == [e.ts for e in events]
-    assert columns.types == [e.type for e in events]
-    assert columns.items == [e.item_id for e in events]
+    assert ts == [e.ts for e in events]
+    assert types == [e.type for e in events]
+    assert items == [e.item_id for e in events]
 
 
 def test_a_failed_insert_leaves_the_sequence_as_it_was() -> None:
@@ -120,7 +125,7 @@ def test_a_failed_insert_leaves_the_sequence_as_it_was() -> None:
 
 def test_a_batch_reads_as_its_sequences_end_to_end() -> None:
     """The scoring process reads a whole batch into flat columns; each sequence's share must
-    be exactly what it reads alone, empty sequences and format 1 values included."""
+    be exactly what the table decodes of it, empty sequences and format 1 values included."""
     v1 = struct.pack("<BdH", 1, 5.0, 1) + struct.pack("<dBdBB", 1e9, 4, 2.5, 2, 1) + b"e1" + b"7"
     sequences = [
         UserSequence([SeqEvent(1e9 + i, EVENT_TYPES[i], f"e{i}", f"i{i}", None) for i in range(3)]),
@@ -132,10 +137,12 @@ def test_a_batch_reads_as_its_sequences_end_to_end() -> None:
     assert rows.lengths == [3, 0, 1, 1]
     at = 0
     for raw, length in zip(prefixes, rows.lengths, strict=True):
-        alone = model_columns(raw)
-        assert rows.ts[at : at + length] == alone.ts
-        assert [EVENT_TYPES[c] for c in rows.type_codes[at : at + length]] == alone.types
-        assert rows.items[at : at + length] == alone.items
+        events = UserSequence.from_bytes(raw).events  # what the table reads of it
+        assert rows.ts[at : at + length] == [e.ts for e in events]
+        assert [EVENT_TYPES[c] for c in rows.type_codes[at : at + length]] == [
+            e.type for e in events
+        ]
+        assert rows.items[at : at + length] == [e.item_id for e in events]
         at += length
     assert at == len(rows.ts) == len(rows.items)
     with pytest.raises(CorruptSequence):  # one damaged prefix refuses the batch
@@ -153,7 +160,7 @@ def test_format_one_values_are_still_read() -> None:
         SeqEvent(1e9 + 1, EVENT_TYPES[4], "e2", None, None),
     ]
     assert UserSequence.from_bytes(seq.to_bytes()) == seq  # re-encoded in the current format
-    assert model_columns(v1) == (
+    assert _columns(v1) == (
         [1e9, 1e9 + 1],
         [EVENT_TYPES[0], EVENT_TYPES[4]],
         ["7", None],
@@ -172,9 +179,9 @@ def test_damaged_sequences_are_refused_not_misread(data: st.DataObject) -> None:
     with pytest.raises(CorruptSequence):
         UserSequence.from_bytes(raw + data.draw(st.binary(min_size=1, max_size=8)))
     with pytest.raises(CorruptSequence):
-        model_columns(raw[:cut])
+        model_rows([raw[:cut]])
     with pytest.raises(CorruptSequence):
-        model_columns(raw + data.draw(st.binary(min_size=1, max_size=8)))
+        model_rows([raw + data.draw(st.binary(min_size=1, max_size=8))])
 
 
 @given(st.binary(min_size=1, max_size=200))
