@@ -105,9 +105,10 @@ def test_baselines_by_hand() -> None:
     assert mk["hr@10"] == 1.0
 
 
-def test_final_block_for_the_last_positions_matches_the_full_block(net) -> None:
-    """Serving computes the final block for its last two queries only; that must be exactly
-    the last two rows of the whole block, padding included."""
+def test_serving_blocks_match_gpt2_blocks(net) -> None:
+    """Serving runs its own reshape-free copy of the GPT-2 block, and computes the final block
+    for its last queries only; all positions, or the last ones, must be exactly GPT-2's rows,
+    padding included."""
     b = _inputs(
         [[3, 4, 5, 6, 7], [6, 7], [9]], [[1, 2, 3, 4, 1], [1, 1], [2]], [[0, 1, 2, 3, 4]] * 3
     )
@@ -116,3 +117,4 @@ def test_final_block_for_the_last_positions_matches_the_full_block(net) -> None:
     full = net.encode(*args)
     torch.testing.assert_close(net.encode(*args, last=2), full[:, -2:], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(net.encode(*args, last=1), full[:, -1:], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(net.encode(*args, last=5), full, atol=1e-6, rtol=1e-5)

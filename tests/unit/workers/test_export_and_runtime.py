@@ -68,6 +68,7 @@ def test_export_parity_on_dynamic_shapes(tmp_path: Path) -> None:
         assert parity(serving, tmp_path / "m.onnx", b) <= 1e-4
     model = onnx.load(str(tmp_path / "m.onnx"))
     assert model.opset_import[0].version >= 17
+    assert "Reshape" not in {node.op_type for node in model.graph.node}  # serving_block's point
 
 
 class _LogSumExp(torch.nn.Module):
