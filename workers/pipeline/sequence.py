@@ -77,14 +77,15 @@ class UserSequence:
         ``max_length`` of them remain. An event the format cannot hold raises and leaves the
         sequence exactly as it was.
         """
-        if any(e.event_id == event.event_id for e in self.events):
+        if event.event_id in [e.event_id for e in self.events]:  # a list: faster than any()
             return False
         chunk = _encode(event)  # first: a failure must not leave half an insert behind
-        position = bisect_right([e.ts for e in self.events], event.ts)
+        stamps = [e.ts for e in self.events]
+        position = bisect_right(stamps, event.ts)
+        stamps.insert(position, event.ts)
         self.events.insert(position, event)
         self.chunks.insert(position, chunk)
-        horizon = self.events[-1].ts - window_seconds
-        first = bisect_left([e.ts for e in self.events], horizon)
+        first = bisect_left(stamps, stamps[-1] - window_seconds)
         first = max(first, len(self.events) - max_length)
         if first > 0:
             del self.events[:first]
