@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 REGISTRY = CollectorRegistry()
 
@@ -21,6 +27,47 @@ def _histogram(name: str, description: str, buckets: tuple[float, ...]) -> Histo
     return Histogram(name, description, buckets=buckets, registry=REGISTRY)
 
 
+class BatchHistogram:
+    """A Prometheus histogram observed a batch of values at a time; it exposes the same
+    series as prometheus_client's ``Histogram`` (``_bucket``, ``_count``, ``_sum``).
+
+    Why not ``Histogram``: its ``observe`` takes a lock and walks the buckets for each value,
+    0.87 µs an event offline (more with both cores busy) on the hot path for the end-to-end
+    latency's 21 buckets. Here a batch is one ``searchsorted`` and ``bincount``: 0.05 µs an
+    event in batches of 256, collecting the values included."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = np.asarray(buckets, dtype=np.float64)  # upper bounds, ascending
+        self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # the last is +Inf
+        self.total = 0.0
+        self.lock = threading.Lock()  # the metrics endpoint reads from its own thread
+        registry.register(self)
+
+    def observe_many(self, values: Sequence[float]) -> None:
+        """Count each value in the first bucket whose bound it does not exceed."""
+        if not values:
+            return
+        array = np.asarray(values, dtype=np.float64)
+        counts = np.bincount(np.searchsorted(self.bounds, array), minlength=len(self.counts))
+        with self.lock:
+            self.counts += counts
+            self.total += float(array.sum())
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self.lock:
+            cumulative, total = np.cumsum(self.counts).tolist(), self.total
+        bounds = [*(floatToGoString(b) for b in self.bounds), "+Inf"]
+        buckets = list(zip(bounds, cumulative, strict=True))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets, sum_value=total)
+
+
 BATCH_SIZE = _histogram(
     "foresight_batch_size",
     "Sequences per scoring batch",
@@ -34,10 +81,11 @@ INFERENCE = _histogram(
 #: End-to-end buckets, fine where a healthy worker's p50/p99 lie: a quantile is interpolated
 #: within a bucket, and with 50-100 ms in one bucket the monitor read a true p99 of 56 ms as 96.
 E2E_FINE_MS = (5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 100, 125, 150, 200)
-END_TO_END = _histogram(
+END_TO_END = BatchHistogram(
     "foresight_end_to_end_seconds",
     "Event produced → prediction sent",
     tuple(ms / 1000 for ms in (*E2E_FINE_MS, 250, 500, 1000, 2500, 5000, 10_000)),
+    REGISTRY,
 )
 #: Where an event's time goes, per stage of its batch (one observation per batch, of its oldest
 #: event): produced → consumed by this worker ("consume"), → its batch handed over ("batch"),

@@ -180,6 +180,7 @@ class BatchPublisher:
         now = time.time()
         rows = BatchRows(scores, scorer)
         topic, alert_topic = self.settings.topic("predictions"), self.settings.topic("alerts")
+        latencies: list[float] = []  # observed once for the batch (see BatchHistogram)
         for i, job in enumerate(scored):
             try:
                 prediction, job_alerts = self.outputs.build(job, rows, i, now)
@@ -189,4 +190,6 @@ class BatchPublisher:
                 continue
             predictions.append(Output(job.slot, topic, prediction))
             alerts += [Output(job.slot, alert_topic, alert) for alert in job_alerts]
+            latencies.append(job.latency(now))
+        metrics.END_TO_END.observe_many(latencies)
         return predictions, alerts, failed

@@ -48,6 +48,10 @@ class Job:
     sequence_after: bytes  # the user's stored sequence after this event, for the changelog
     ingested_at: float = field(default_factory=time.time)  # epoch seconds, for stage timings
 
+    def latency(self, now: float) -> float:
+        """Seconds from the event's production to ``now`` (0 for a record without a time)."""
+        return max(0.0, now - self.produced_at) if self.produced_at else 0.0
+
 
 @dataclass
 class Ingest:

@@ -111,7 +111,7 @@ class OutputBuilder:
         """Row ``i`` of ``rows`` is ``job``'s: its prediction record and alert records."""
         r = job.record
         key = job.slot.event.message.key
-        latency_ms = max(0.0, (now - job.produced_at) * 1000.0) if job.produced_at else 0.0
+        latency_ms = job.latency(now) * 1000.0
         risk, surprise, sentiment = rows.risk[i], rows.surprise[i], rows.sentiment[i]
         value = prediction_value(
             r,
@@ -142,5 +142,4 @@ class OutputBuilder:
             r.event_id,
             r.text,
         )
-        metrics.END_TO_END.observe(latency_ms / 1000.0)
         return Record(key, value), alerts
