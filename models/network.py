@@ -252,7 +252,7 @@ def serving_block(
     it: the same arithmetic as ``GPT2Block.forward``, written so that the export has no
     reshapes. GPT-2's own code splits heads with ``view``s of shapes read from the tensor, and
     ``Conv1D`` flattens to 2-D and back; each becomes a chain of Shape, Gather, Unsqueeze,
-    Concat and Reshape nodes. Here a 3-D product and one slice per head need none: 284 nodes
+    Concat and Reshape nodes. Here 3-D products and one slice per head need none: 286 nodes
     before onnxruntime's optimiser instead of 508, a run's fixed cost 97 µs instead of 131, and
     7% less time a sequence at 4 events, 14% at 50 (32 sequences, ML-100K's graph, one thread).
 
@@ -263,17 +263,16 @@ def serving_block(
     attn, mlp = block.attn, block.mlp
     d, width = attn.embed_dim, attn.head_dim
     h = block.ln_1(x)
-    if last is None:
-        query, key, value = _affine(attn.c_attn, h).split(d, dim=-1)
-    else:
-        weight, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: [d, 3d], query|key|value
-        query = h[:, -last:] @ weight[:, :d] + bias[:d]
-        key, value = (h @ weight[:, d:] + bias[d:]).split(d, dim=-1)
-        x = x[:, -last:]
+    # the rows queries are computed for; keys and values come from every position
+    queries, x = (h, x) if last is None else (h[:, -last:], x[:, -last:])
+    weight, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: [d, 3d], query|key|value
+    query = queries @ weight[:, :d] + bias[:d]
+    key, value = (h @ weight[:, d:] + bias[d:]).split(d, dim=-1)
+    mask = mask[:, 0]  # [B, queries, T]: one mask for every head
     heads = []
     for i in range(attn.num_heads):
         part = slice(i * width, (i + 1) * width)
-        scores = query[..., part] @ key[..., part].transpose(-1, -2) * attn.scaling + mask[:, 0]
+        scores = query[..., part] @ key[..., part].transpose(-1, -2) * attn.scaling + mask
         heads.append(torch.softmax(scores, dim=-1) @ value[..., part])
     x = x + _affine(attn.c_proj, torch.cat(heads, dim=-1))
     return x + _affine(mlp.c_proj, mlp.act(_affine(mlp.c_fc, block.ln_2(x))))

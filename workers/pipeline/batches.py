@@ -182,14 +182,15 @@ class BatchPublisher:
         topic, alert_topic = self.settings.topic("predictions"), self.settings.topic("alerts")
         latencies: list[float] = []  # observed once for the batch (see BatchHistogram)
         for i, job in enumerate(scored):
+            latency = job.latency(now)
             try:
-                prediction, job_alerts = self.outputs.build(job, rows, i, now)
+                prediction, job_alerts = self.outputs.build(job, rows, i, now, latency)
             except Exception as exc:
                 log.exception("building the outputs of %s failed", job.record.event_id)
                 failed.append(Failure(job, "publish", reason(exc)))
                 continue
             predictions.append(Output(job.slot, topic, prediction))
             alerts += [Output(job.slot, alert_topic, alert) for alert in job_alerts]
-            latencies.append(job.latency(now))
+            latencies.append(latency)
         metrics.END_TO_END.observe_many(latencies)
         return predictions, alerts, failed

@@ -107,11 +107,14 @@ class OutputBuilder:
         self.alerts = alerts
         self.trend_parts = trend_parts
 
-    def build(self, job: Job, rows: BatchRows, i: int, now: float) -> tuple[Record, list[Record]]:
-        """Row ``i`` of ``rows`` is ``job``'s: its prediction record and alert records."""
+    def build(
+        self, job: Job, rows: BatchRows, i: int, now: float, latency: float
+    ) -> tuple[Record, list[Record]]:
+        """Row ``i`` of ``rows`` is ``job``'s: its prediction record and alert records.
+        ``latency`` is ``job.latency(now)``, which the caller also observes."""
         r = job.record
         key = job.slot.event.message.key
-        latency_ms = job.latency(now) * 1000.0
+        latency_ms = latency * 1000.0
         risk, surprise, sentiment = rows.risk[i], rows.surprise[i], rows.sentiment[i]
         value = prediction_value(
             r,

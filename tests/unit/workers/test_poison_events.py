@@ -349,7 +349,8 @@ def test_every_message_becomes_a_job_or_a_dead_letter(
         assert prefix == job.prefix and prefix[-1].event_id == job.record.event_id
         scores = scores_from(scorer.run([prefix]), scorer.item_ids)
         outputs = worker.batches.outputs
-        prediction, alerts = outputs.build(job, BatchRows(scores, rows), 0, 1_700_000_000.0)
+        now = 1_700_000_000.0
+        prediction, alerts = outputs.build(job, BatchRows(scores, rows), 0, now, job.latency(now))
         assert Prediction.model_validate_json(prediction.value).event_id == job.record.event_id
         for alert in alerts:
             assert Alert.model_validate_json(alert.value).event_id == job.record.event_id
