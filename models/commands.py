@@ -211,6 +211,14 @@ def _print_report(version: str, report: dict, registry: Path) -> None:
             f"p99 {c['log_normaliser_abs_error']['p99']:.4f}, surprise error mean "
             f"{c['surprise_abs_error']['mean']:.4f}, {c['us_per_sequence']:.0f} µs a sequence"
         )
+    if "int8" in report:
+        q = report["int8"]
+        pairs = ", ".join(
+            f"{split} {q[split]['fp32']['ndcg@10']:.4f} → {q[split]['int8']['ndcg@10']:.4f}"
+            for split in ("validation", "test")
+        )
+        verdict = "served on CPU" if q["served"] else f"not served (drop > {q['tolerance']})"
+        click.echo(f"int8 graph: NDCG@10 fp32 → int8 {pairs}; {verdict}")
     g = report.get("gate", {})
     click.echo(
         f"gate: {g.get('reason')} (candidate {g.get('candidate')}, current "
@@ -257,10 +265,11 @@ def model_verify(version: str) -> None:
     from models.runtime import ModelRefused
 
     try:
-        loaded = reg.verify(settings_or_exit().registry, version)
+        settings = settings_or_exit()
+        loaded = reg.verify(settings.registry, version, settings.scoring_precision)
     except ModelRefused as exc:
         raise click.ClickException(f"{version} refused: {exc}") from None
-    click.echo(f"{version} ok (provider {loaded.provider})")
+    click.echo(f"{version} ok (provider {loaded.provider}, {loaded.precision} graph)")
 
 
 @model.command("promote")

@@ -41,6 +41,13 @@ CANDIDATE_OUTPUTS = {
     "type_nll": ("tensor(float)", 1),
 }
 
+#: The sequence graph's int8 copy, in artifacts whose copy ranked as well as the fp32 graph
+#: (manifest ``int8``, models/quantise.py); served on CPU unless the worker asks for fp32.
+INT8_GRAPH = "model.int8.onnx"
+#: What a worker may ask of an artifact's sequence graph: "auto" serves the int8 copy on a
+#: CPU-only machine where the artifact has one, "fp32" always the graph held to torch.
+PRECISIONS = ("auto", "fp32")
+
 #: The sentiment graph (``sentiment.onnx``, optional in an artifact): WordPiece ids and their
 #: mask, right-padded [batch, tokens] → one score in [-1, 1] per text.
 SENTIMENT_INPUTS = {

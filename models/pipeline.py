@@ -19,12 +19,20 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models import registry
-from models.contract import CANDIDATE_OUTPUTS, INPUTS, N_RESERVED_ITEMS, OUTPUTS, sha256_of
+from models.contract import (
+    CANDIDATE_OUTPUTS,
+    INPUTS,
+    N_RESERVED_ITEMS,
+    OUTPUTS,
+    PRECISIONS,
+    sha256_of,
+)
 from models.data import History
 from models.export import OPSET, export_onnx, parity
 from models.features import pad_batch
 from models.index_export import add_item_index
 from models.network import NetworkConfig, SequenceTransformer
+from models.quantise import add_int8
 from models.sentiment_artifact import SentimentSource, add_sentiment
 from models.text_export import add_text_encoder
 from models.train import (
@@ -79,13 +87,16 @@ def _plot(path: Path, curves: dict, report: dict) -> None:
     ax2.legend()
     names = ["model", "markov", "most_popular"]
     values = [report["metrics"]["ndcg@10"]] + [report["baselines"][b]["ndcg@10"] for b in names[1:]]
+    if "int8" in report:
+        names.insert(1, "model int8")
+        values.insert(1, report["int8"]["test"]["int8"]["ndcg@10"])
     if "cold_start" in report:
         names += ["cold: model", "cold: text"]
         values += [
             report["cold_start"]["ndcg@10"],
             report["cold_start"]["text_baseline"]["ndcg@10"],
         ]
-    ax3.bar(names, values, color=["C0", "C1", "C2", "C3", "C4"][: len(names)])
+    ax3.bar(names, values, color=[f"C{i}" for i in range(len(names))])
     ax3.set_title("test NDCG@10")
     ax3.tick_params(axis="x", rotation=20)
     fig.tight_layout()
@@ -179,6 +190,10 @@ def register_network(
     candidates = serving_kind(cfg, data.vocab.n_items) == "candidates"
     serving = export_onnx(net, quantiles, stage / "model.onnx", candidates)
     diff = parity(serving, stage / "model.onnx", _heldout_batch(data, cfg.max_len))
+    users = report.get("sampled_users")
+    splits = {"validation": data.cases("val")[:users], "test": data.cases("test")[:users]}
+    table = net.item_table().detach().numpy()
+    int8_entry, report["int8"] = add_int8(stage, splits, cfg.max_len, table)
     if candidates:
         index_entry, report["candidate_path"] = add_item_index(
             stage, net, data, cfg.index, quantiles, cfg.max_len
@@ -226,6 +241,8 @@ def register_network(
         "parity_max_abs_diff": diff,
         "training_data": report["data"],
     }
+    if int8_entry is not None:
+        manifest["int8"] = int8_entry
     if candidates:  # the graph has no quantiles: the worker calibrates surprise with these
         manifest["item_index"] = index_entry
         manifest["surprise_quantiles"] = [float(q) for q in quantiles]
@@ -235,7 +252,8 @@ def register_network(
         manifest["text_encoder"] = text_entry
     registry.write_json(stage / "manifest.json", manifest)
     registry.publish(registry_dir, version, stage)
-    registry.verify(registry_dir, version)  # exactly what the worker will do
+    for precision in PRECISIONS:  # exactly what a worker will do, with either graph
+        registry.verify(registry_dir, version, precision)
     return version
 
 

@@ -78,9 +78,9 @@ def current(registry: Path) -> str | None:
         return None
 
 
-def verify(registry: Path, version: str) -> LoadedModel:
-    """Load the artifact exactly as the worker would (raises ModelRefused)."""
-    return load_artifact(registry / version)
+def verify(registry: Path, version: str, precision: str = "auto") -> LoadedModel:
+    """Load the artifact exactly as a worker with ``precision`` would (raises ModelRefused)."""
+    return load_artifact(registry / version, precision=precision)
 
 
 def mark_current(registry: Path, version: str) -> None:

@@ -16,9 +16,17 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from models.contract import CANDIDATE_OUTPUTS, INPUTS, N_RESERVED_ITEMS, OUTPUTS, sha256_of
+from models.contract import (
+    CANDIDATE_OUTPUTS,
+    INPUTS,
+    INT8_GRAPH,
+    N_RESERVED_ITEMS,
+    OUTPUTS,
+    PRECISIONS,
+    sha256_of,
+)
 from models.item_index import INDEX_FILE, IndexConfig, ItemIndex, candidate_outputs, read_index
-from models.onnx_session import ModelRefused, checked_session
+from models.onnx_session import ModelRefused, checked_session, providers_available
 from models.text_runtime import SentimentModel, TextEncoder, load_sentiment, load_text_encoder
 from models.vocab import Vocab
 
@@ -59,6 +67,7 @@ class LoadedModel:
     sentiment: SentimentModel | None = None  # None: trained without one (lexicon fallback)
     text_encoder: TextEncoder | None = None  # None: its items had no text (no catalog path)
     item_index: ItemIndex | None = None  # None: exact top-k in the graph
+    precision: str = "fp32"  # or "int8": the artifact's int8 copy of the graph serves
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The contract's ``OUTPUTS``, whichever way the artifact serves."""
@@ -124,8 +133,28 @@ def load_item_index(directory: Path, manifest: dict, vocab: Vocab, threads: int 
     return ItemIndex(index, head, config)
 
 
-def load_artifact(directory: Path, threads: int | None = None) -> LoadedModel:
-    """Verify and load ``<registry>/<version>/``; raises :class:`ModelRefused`."""
+def served_graph(directory: Path, manifest: dict, precision: str) -> tuple[Path, str]:
+    """(the graph to serve, "fp32" or "int8"): the artifact's int8 copy where ``precision`` is
+    "auto", the artifact has one and this machine scores on CPU; else the fp32 graph (a GPU
+    runs fp32 faster, and it is the graph held to torch within 1e-4)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use {' or '.join(PRECISIONS)}")
+    entry = manifest.get("int8")
+    if precision == "fp32" or entry is None or providers_available()[0] != "CPUExecutionProvider":
+        return directory / "model.onnx", "fp32"
+    path = directory / INT8_GRAPH
+    if not path.is_file():
+        raise ModelRefused(f"the manifest offers an int8 graph but {INT8_GRAPH} is missing")
+    if sha256_of(path) != entry.get("sha256"):
+        raise ModelRefused(f"{INT8_GRAPH}: sha256 differs from the manifest's")
+    return path, "int8"
+
+
+def load_artifact(
+    directory: Path, threads: int | None = None, precision: str = "auto"
+) -> LoadedModel:
+    """Verify and load ``<registry>/<version>/``, serving the graph :func:`served_graph` picks
+    for ``precision``; raises :class:`ModelRefused`."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelRefused(f"{directory} is not a model directory")
@@ -155,8 +184,10 @@ def load_artifact(directory: Path, threads: int | None = None) -> LoadedModel:
         declared = {x["name"]: (x["type"], len(x["shape"])) for x in manifest.get(key, [])}
         if declared != expected:
             raise ModelRefused(f"manifest {key} {declared} differ from the contract {expected}")
-    session, provider = checked_session(model_path, INPUTS, graph_outputs(manifest), threads)
+    graph, served = served_graph(directory, manifest, precision)
+    session, provider = checked_session(graph, INPUTS, graph_outputs(manifest), threads)
     loaded = LoadedModel(manifest["version"], directory, manifest, vocab, session, provider)
+    loaded.precision = served
     loaded.item_index = load_item_index(directory, manifest, vocab, threads)
     try:
         outputs = loaded.run(golden_batch(vocab))
@@ -167,5 +198,5 @@ def load_artifact(directory: Path, threads: int | None = None) -> LoadedModel:
             raise ModelRefused(f"golden batch gave non-finite {name}")
     loaded.sentiment = load_sentiment(directory, manifest, threads)
     loaded.text_encoder = load_text_encoder(directory, manifest, threads)
-    log.info("model %s loaded on %s", loaded.version, provider)
+    log.info("model %s loaded on %s (%s)", loaded.version, provider, served)
     return loaded

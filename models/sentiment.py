@@ -247,9 +247,9 @@ def export_sentiment(net: SentimentNet, path: Path, dev: Labelled, max_tokens: i
     import tempfile
 
     import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from models.export import onnx_bytes
+    from models.quantise import quantise_int8
 
     serving = SentimentServing(net).eval()
     example = (torch.ones((2, 8), dtype=torch.int64), torch.ones((2, 8), dtype=torch.int64))
@@ -259,17 +259,7 @@ def export_sentiment(net: SentimentNet, path: Path, dev: Labelled, max_tokens: i
         fp32.write_bytes(graph)
         # Per-channel int8 on the matrix products only: per-tensor scales, or quantised
         # embedding tables, cost 0.5-1.4 points of dev accuracy; this costs about 0.2.
-        logging.disable(logging.WARNING)  # the quantiser logs a line per tensor it leaves alone
-        try:
-            quantize_dynamic(
-                str(fp32),
-                str(path),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                op_types_to_quantize=["MatMul"],
-            )
-        finally:
-            logging.disable(logging.NOTSET)
+        quantise_int8(fp32, path, per_channel=True)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     served_model = SentimentModel(session, load_tokenizer(tokenizer_path(), max_tokens), "")
     texts, labels = [t for t, _ in dev], np.array([y for _, y in dev])

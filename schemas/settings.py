@@ -191,6 +191,13 @@ class Settings(BaseSettings):
         "own grace period (Kubernetes: 30 s).",
     )
     scoring_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads.")
+    scoring_precision: Literal["auto", "fp32"] = Field(
+        "auto",
+        description="auto: on a CPU-only machine serve the artifact's int8 graph where it has "
+        "one (kept by the trainer only if its validation NDCG@10 is within 0.002 of fp32's); "
+        "fp32: always the fp32 graph, whose scores do not depend on the other sequences in a "
+        "batch (int8's move by about 1e-4 with them).",
+    )
     catalog_max_items: int = Field(
         100_000,
         ge=0,

@@ -109,7 +109,10 @@ LAG = Gauge(
     "foresight_consumer_lag", "Records behind the high watermark", ["partition"], registry=REGISTRY
 )
 MODEL = Gauge(
-    "foresight_model_info", "Serving model version (value 1)", ["version"], registry=REGISTRY
+    "foresight_model_info",
+    "Serving model version and its graph's precision, fp32 or int8 (value 1)",
+    ["version", "precision"],
+    registry=REGISTRY,
 )
 MODEL_REFUSED = Counter(
     "foresight_model_refused_total", "Announced models refused", registry=REGISTRY

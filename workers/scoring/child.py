@@ -49,7 +49,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 if announced is not None and sha256_of(directory / "model.onnx") != announced:
                     raise ModelRefused("model.onnx does not match the announced sha256")
                 scorer = OnnxScorer.from_directory(
-                    directory, request["max_length"], request["threads"]
+                    directory, request["max_length"], request["threads"], request["precision"]
                 )
                 scorer.learn_items(list(catalog.items()))
                 models[scorer.version] = scorer
@@ -59,6 +59,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 reply = b"O" + orjson.dumps(
                     {
                         "version": scorer.version,
+                        "precision": scorer.precision,
                         "event_types": scorer.event_types,
                         "item_ids": scorer.item_ids,
                     }

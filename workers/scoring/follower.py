@@ -54,8 +54,8 @@ class ModelHolder:
         self._scorer = scorer
         self._ready.set()
         metrics.MODEL.clear()
-        metrics.MODEL.labels(scorer.version).set(1)
-        log.info("serving model %s (was %s)", scorer.version, previous)
+        metrics.MODEL.labels(scorer.version, scorer.precision).set(1)
+        log.info("serving model %s, %s (was %s)", scorer.version, scorer.precision, previous)
 
 
 def _path(uri: str) -> Path:
@@ -78,9 +78,15 @@ class ModelFollower:
 
     async def try_adopt(self, directory: Path, expected_sha: str | None, why: str) -> bool:
         """Verify in the scoring process (off the event loop); swap only on success."""
-        length, threads = self.settings.max_sequence_length, self.settings.scoring_threads
+        s = self.settings
         try:
-            info = await self.process.load(directory, length, threads, expected_sha)
+            info = await self.process.load(
+                directory,
+                s.max_sequence_length,
+                s.scoring_threads,
+                sha256=expected_sha,
+                precision=s.scoring_precision,
+            )
         except (ModelRefused, OSError, ValueError) as exc:
             metrics.MODEL_REFUSED.inc()
             log.error(

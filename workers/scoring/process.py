@@ -134,17 +134,23 @@ class ScoringProcess:
         return self._proc.returncode if self._proc else None
 
     async def load(
-        self, directory: Path, max_length: int, threads: int | None, sha256: str | None = None
+        self,
+        directory: Path,
+        max_length: int,
+        threads: int | None,
+        sha256: str | None = None,
+        precision: str = "auto",
     ) -> dict:
-        """Load and verify a model in the child (against ``sha256`` too, if announced);
-        returns its version, event types and item ids, or raises ModelRefused with the
-        child's reason."""
+        """Load and verify a model in the child (against ``sha256`` too, if announced), its
+        graph chosen by ``precision`` (models/runtime.py); returns its version, the graph's
+        precision, event types and item ids, or raises ModelRefused with the child's reason."""
         request = b"L" + orjson.dumps(
             {
                 "directory": str(directory),
                 "max_length": max_length,
                 "threads": threads,
                 "sha256": sha256,
+                "precision": precision,
             }
         )
         reply = await self._ask(request)
@@ -194,6 +200,7 @@ class RemoteScorer:
     def __init__(self, process: ScoringProcess, info: dict) -> None:
         self.process = process
         self.version: str = info["version"]
+        self.precision: str = info["precision"]
         self.event_types: tuple[str, ...] = tuple(info["event_types"])
         self.item_ids = np.array(info["item_ids"], dtype=object)  # see scores_from
 

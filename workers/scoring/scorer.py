@@ -88,6 +88,7 @@ class Scorer(Protocol):
     process boundary)."""
 
     version: str
+    precision: str  # the graph served: "fp32" or "int8"
     event_types: tuple[str, ...]
 
     async def score(self, prefixes: list[bytes], texts: list[str | None]) -> Scores: ...
@@ -99,6 +100,7 @@ class OnnxScorer:
     def __init__(self, loaded: LoadedModel, max_length: int) -> None:
         self.loaded = loaded
         self.version = loaded.version
+        self.precision = loaded.precision
         self.event_types = loaded.vocab.types
         self.max_length = min(max_length, loaded.manifest.get("max_sequence_length", max_length))
         vocab = loaded.vocab
@@ -110,8 +112,10 @@ class OnnxScorer:
         self.new_items = NewItems()
 
     @classmethod
-    def from_directory(cls, directory: Path, max_length: int, threads: int | None = None):
-        return cls(load_artifact(directory, threads), max_length)
+    def from_directory(
+        cls, directory: Path, max_length: int, threads: int | None = None, precision: str = "auto"
+    ):
+        return cls(load_artifact(directory, threads, precision), max_length)
 
     def run(
         self, sequences: list[list[SeqEvent]], texts: dict[int, str] | None = None

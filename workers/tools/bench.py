@@ -349,16 +349,21 @@ EXACT_LOGITS_BYTES = 2 << 30
 
 
 def inference(
-    directory: Path, batch_sizes=(1, 32, 256, 1024), length: int = 50, budget: float = 1.0
+    directory: Path,
+    batch_sizes=(1, 32, 256, 1024),
+    length: int = 50,
+    budget: float = 1.0,
+    precision: str = "auto",
 ) -> dict:
     """Sequences/s of the graph alone by batch size; an exact graph skips the batch sizes whose
     logits would exceed :data:`EXACT_LOGITS_BYTES` (listed under ``skipped``)."""
-    loaded = load_artifact(directory)
+    loaded = load_artifact(directory, precision=precision)
     rng = np.random.default_rng(0)
     rates: dict[str, float] = {}
     skipped: list[int] = []
     out = {
         "provider": loaded.provider,
+        "precision": loaded.precision,
         "sequence_length": length,
         "sequences_per_s": rates,
         "skipped": skipped,
@@ -519,10 +524,11 @@ async def run_bench(
     _say(f"naive per-event agent on {n_naive} events")
     naive = await naive_rate(base, n_naive, workdir)
     _say("onnxruntime alone")
-    infer = inference(settings.registry / version)
+    infer = inference(settings.registry / version, precision=settings.scoring_precision)
     result = {
         "events": n,
         "model_version": version,
+        "scoring_precision": infer["precision"],  # the graph the worker and this bench served
         "machine": machine(),
         "raw": raw,
         "pipeline": {**pipe, **latency},

@@ -83,7 +83,8 @@ def markdown(result: dict) -> str:
     lat = p["latency_ms"]
     lines = [
         f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
-        f"GPU: {result['machine']['gpu'] or 'none'}; model {result['model_version']}; "
+        f"GPU: {result['machine']['gpu'] or 'none'}; model {result['model_version']} "
+        f"({result.get('scoring_precision', 'fp32')} graph); "
         f"{result['events']} events.",
         "",
         "| run | events/s | p50 ms | p95 ms | p99 ms | notes |",
