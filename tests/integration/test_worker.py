@@ -193,6 +193,7 @@ async def test_bad_models_refused_then_good_adopted(served: Settings, tmp_path: 
     for bad in (corrupt, wrong):  # manifests claim the announced sha: only verification stops it
         m = orjson.loads((s.registry / bad / "manifest.json").read_bytes())
         m.update(version=bad, sha256=sha256_of(s.registry / bad / "model.onnx"))
+        m.pop("int8", None)  # no int8 copy: the worker serves, and checks, the graph edited here
         (s.registry / bad / "manifest.json").write_bytes(orjson.dumps(m))
 
     worker = WorkerProcess(s, tmp_path / "worker.log").start()
