@@ -153,3 +153,4 @@ def test_bench_costs_each_event_over_the_middle_of_the_backlog(
     assert cost["ingest"] + cost["publish"] < cost["event_loop"]
     rest = cost["event_loop"] - cost["ingest"] - cost["publish"]
     assert abs(cost["rest_of_loop"] - rest) <= 0.15  # each figure rounded to 0.1 µs
+    assert 1 <= cost["sequences_per_batch"] <= s.batch_size

@@ -143,6 +143,8 @@ async def pipeline_rate(settings: Settings, n: int, workdir: Path) -> dict:
     }
 
 
+#: The worker's batch-size histogram's (sum, count) samples.
+BATCH_SIZE_SERIES = (("foresight_batch_size_sum", ()), ("foresight_batch_size_count", ()))
 COSTED = (0.1, 0.9)
 """The share of a backlog between which its CPU per event is measured: the steady state, after
 the worker has started and before its last partial batches."""
@@ -177,6 +179,7 @@ async def cost_per_event(worker: ChildProcess, port: int, n: int) -> dict[str, f
         for key in [("foresight_loop_cpu_seconds_total", (("part", part),))]
     }
     loop = (c1["loop"] - c0["loop"]) * per_event
+    batches = [s1.get(k, 0.0) - s0.get(k, 0.0) for k in BATCH_SIZE_SERIES]
     return {
         "events": int(n1 - n0),
         "events_per_s": round((n1 - n0) / max(t1 - t0, 1e-3), 1),  # consumed, meanwhile
@@ -185,6 +188,8 @@ async def cost_per_event(worker: ChildProcess, port: int, n: int) -> dict[str, f
         "rest_of_loop": round(loop - sum(parts.values()), 1),
         "other_threads": round((c1["process"] - c0["process"]) * per_event - loop, 1),
         "scoring_process": round((c1["children"] - c0["children"]) * per_event, 1),
+        # per-batch costs are shared by this many events: it moves the loop's cost per event
+        "sequences_per_batch": round(batches[0] / batches[1], 1) if batches[1] else None,
     }
 
 

@@ -129,7 +129,8 @@ def _cost_line(cost: dict) -> str:
         f"CPU per event on the backlog (the middle {cost['events']:,} events): event loop "
         f"{cost['event_loop']} µs (ingest {cost['ingest']}, publish {cost['publish']}, Faust "
         f"and the rest {cost['rest_of_loop']}), the worker's other threads "
-        f"{cost['other_threads']} µs, the scoring process {cost['scoring_process']} µs."
+        f"{cost['other_threads']} µs, the scoring process {cost['scoring_process']} µs; "
+        f"{cost.get('sequences_per_batch')} sequences a scoring batch."
     )
 
 
