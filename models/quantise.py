@@ -17,14 +17,13 @@ kept). A worker that needs repeatable scores serves fp32 (``FORESIGHT_SCORING_PR
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from models.contract import INT8_GRAPH, sha256_of
 from models.evaluate import EvalCase, metrics_from_ranks, streamed_ranks
-from models.features import pad_batch
+from models.train import case_arrays
 
 NDCG_TOLERANCE = 0.002
 #: Sequences a call while evaluating: the worker's default batch size, so the quantisation
@@ -56,21 +55,18 @@ def quantise_int8(src: Path, dst: Path, per_channel: bool) -> None:
                 model.graph.initializer.append(copy)
                 node.input[k] = copy.name
             claimed.add(name)
-    with tempfile.TemporaryDirectory() as tmp:
-        unshared = Path(tmp) / "unshared.onnx"
-        onnx.save(model, str(unshared))
-        logging.disable(logging.WARNING)  # the quantiser logs a line per tensor it leaves alone
-        try:
-            quantize_dynamic(
-                str(unshared),
-                str(dst),
-                weight_type=QuantType.QInt8,
-                per_channel=per_channel,
-                op_types_to_quantize=["MatMul"],  # Gemms are MatMul + Add by then
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-        finally:
-            logging.disable(logging.NOTSET)
+    logging.disable(logging.WARNING)  # the quantiser logs a line per tensor it leaves alone
+    try:
+        quantize_dynamic(
+            model,
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            op_types_to_quantize=["MatMul"],  # Gemms are MatMul + Add by then
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def ranking_session(path: Path):
@@ -107,17 +103,8 @@ class GraphScores:
 
     def __call__(self, rows: slice, items: slice) -> np.ndarray:
         if rows != self.rows:
-            chunk = self.cases[rows]
-            batch = pad_batch(
-                [c.input_items for c in chunk],
-                [c.input_types for c in chunk],
-                [c.input_ts for c in chunk],
-                length=min(self.max_len, max(len(c.input_items) for c in chunk)),
-            )
-            if self.ranked is None:
-                (self.scores,) = self.session.run(["user_vector"], batch)
-            else:
-                (self.scores,) = self.session.run([self.ranked], batch)
+            batch = case_arrays(self.cases[rows], self.max_len)
+            (self.scores,) = self.session.run([self.ranked or "user_vector"], batch)
             self.rows = rows
         if self.ranked is None:
             return self.scores @ self.table[items].T

@@ -186,8 +186,9 @@ def load_artifact(
             raise ModelRefused(f"manifest {key} {declared} differ from the contract {expected}")
     graph, served = served_graph(directory, manifest, precision)
     session, provider = checked_session(graph, INPUTS, graph_outputs(manifest), threads)
-    loaded = LoadedModel(manifest["version"], directory, manifest, vocab, session, provider)
-    loaded.precision = served
+    loaded = LoadedModel(
+        manifest["version"], directory, manifest, vocab, session, provider, precision=served
+    )
     loaded.item_index = load_item_index(directory, manifest, vocab, threads)
     try:
         outputs = loaded.run(golden_batch(vocab))

@@ -248,14 +248,18 @@ def _window_batch(windows) -> dict[str, torch.Tensor]:
     return batch
 
 
-def _case_batch(cases: list[EvalCase], max_len: int) -> dict[str, torch.Tensor]:
-    arrays = pad_batch(
+def case_arrays(cases: list[EvalCase], max_len: int) -> dict[str, np.ndarray]:
+    """Model inputs for evaluation cases: left-padded to the longest, at most ``max_len``."""
+    return pad_batch(
         [c.input_items for c in cases],
         [c.input_types for c in cases],
         [c.input_ts for c in cases],
         length=min(max_len, max(len(c.input_items) for c in cases)),
     )
-    return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+
+def _case_batch(cases: list[EvalCase], max_len: int) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in case_arrays(cases, max_len).items()}
 
 
 class ModelScores:
