@@ -10,6 +10,7 @@ from models import registry
 from schemas.settings import Settings
 from tests.conftest import _free_port_pair
 from tests.support.helpers import labelled_sentences, synthetic_history, tiny_config
+from workers.kafka.reach import started_admin
 from workers.kafka.topics import create_topics
 from workers.tools.bench import pipeline_rate, run_bench
 from workers.tools.bench_report import markdown, plot_latency
@@ -31,10 +32,24 @@ def _children_of(pid: int) -> list[int]:
     return out
 
 
+def _topics_named(settings: Settings, part: str) -> set[str]:
+    """The broker's topics whose name contains ``part``."""
+
+    async def names() -> set[str]:
+        admin = await started_admin(settings)
+        try:
+            return {t for t in await admin.list_topics() if part in t}
+        finally:
+            await admin.close()
+
+    return asyncio.run(names())
+
+
 def test_demo_runs_end_to_end_and_stops_what_it_started(settings: Settings, tmp_path: Path) -> None:
     s = settings.model_copy(update={"metrics_port": _free_port_pair()})
     monitor_port = _free_port_pair()
     before = set(_children_of(os.getpid()))
+    topics_before = _topics_named(s, "demo-")
     sentences = labelled_sentences(tmp_path / "sentences")
     result = run_demo(
         s,
@@ -59,6 +74,7 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(settings: Settings, tmp_
     log = (tmp_path / "demo-monitor.log").read_text()
     assert f"monitor at http://127.0.0.1:{monitor_port}/" in log and s.topic_prefix in log
     assert set(_children_of(os.getpid())) <= before  # the worker and monitor it started are gone
+    assert _topics_named(s, "demo-") == topics_before  # and so are its topics
 
 
 def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
@@ -68,6 +84,7 @@ def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
         synthetic_history(), settings.registry, tiny_config(), cold_start_share=None
     )
     registry.mark_current(settings.registry, version)
+    topics_before = _topics_named(settings, "bench-")
     result = asyncio.run(
         run_bench(
             settings,
@@ -126,6 +143,7 @@ def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
     assert "| exactly_once |" in markdown(result)
     plot_latency(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _topics_named(settings, "bench-") == topics_before  # its ~100 topics are deleted
 
 
 def test_bench_costs_each_event_over_the_middle_of_the_backlog(

@@ -38,7 +38,7 @@ from models.runtime import load_artifact
 from models.vocab import Vocab
 from schemas.kafka_security import topic_reader
 from schemas.settings import Settings
-from workers.kafka.topics import create_topics
+from workers.kafka.topics import create_topics, delete_topics
 from workers.metrics import LOOP_PARTS, STAGES
 from workers.monitor.worker_metrics import histogram_quantile
 from workers.tools.bench_report import latency_by_second
@@ -492,6 +492,7 @@ async def run_bench(
     text_share: float | None = None,
     load_shares: tuple[float, ...] = LOAD_SHARES,
 ) -> dict:
+    """The whole bench, each measurement on fresh topics; all of them deleted at the end."""
     version = registry.current(settings.registry)
     if version is None:
         raise SystemExit(f"no CURRENT model in {settings.registry}: run `foresight train` first")
@@ -504,6 +505,27 @@ async def run_bench(
             "metrics_port": 0,
         }
     )
+    try:
+        return await _measure(
+            settings, base, version, n, workdir, naive_events, latency_seconds, text_share, load_shares
+        )
+    finally:  # every measurement's topics (and Faust's for its app ids) start with these
+        deleted = await delete_topics(base, (base.topic_prefix, f"{base.app_id}-"))
+        _say(f"deleted this run's {len(deleted)} topics")
+
+
+async def _measure(
+    settings: Settings,
+    base: Settings,
+    version: str,
+    n: int,
+    workdir: Path,
+    naive_events: int | None,
+    latency_seconds: float,
+    text_share: float | None,
+    load_shares: tuple[float, ...],
+) -> dict:
+    """The measurements of ``run_bench``, on topics under ``base``'s prefix."""
     await create_topics(base)
     events = [e for e, _ in Generator(seed=7).events(n)]
     _say(f"producing {n} events to {base.topic('events')}")

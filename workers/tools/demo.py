@@ -23,7 +23,7 @@ from rich.live import Live
 
 from models import registry
 from schemas.settings import Settings
-from workers.kafka.topics import create_topics
+from workers.kafka.topics import create_topics, delete_topics
 from workers.tools.demo_view import DemoState, view, watch
 from workers.tools.generator import Generator
 from workers.tools.local_broker import ensure_running
@@ -165,6 +165,7 @@ def run_demo(
     started_broker = ensure_running(settings)
     worker: WorkerProcess | None = None
     monitor: MonitorProcess | None = None
+    run: Settings | None = None
     try:
         run = _prepare(settings, ml100k, epochs, workdir, text)
         traffic_events, fraud_users = traffic(events, ml100k, seed=11)
@@ -217,6 +218,8 @@ def run_demo(
             monitor.stop()
         if worker is not None:
             worker.stop()
+        if run is not None:
+            asyncio.run(delete_topics(run, (run.topic_prefix, f"{run.app_id}-")))
         if started_broker is not None:
             started_broker.stop()
 
