@@ -111,7 +111,11 @@ class Settings(BaseSettings):
     registry: Path = Field(Path("registry"), description="Model registry directory.")
     batch_size: int = Field(256, ge=1, le=8192, description="Max sequences per scoring batch.")
     batch_max_wait_ms: float = Field(
-        20.0, ge=0, le=10_000, description="Max time the first event of a batch waits."
+        20.0,
+        ge=0,
+        le=10_000,
+        description="Max time the first event of a batch waits while the scoring "
+        "process is busy (a batch closes at once when it is free).",
     )
     window_seconds: float = Field(
         86_400.0, gt=0, description="Sequence time window: older events fall out."

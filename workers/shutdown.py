@@ -2,7 +2,8 @@
 
 Kubernetes sends SIGTERM, waits ``terminationGracePeriodSeconds`` (30 s by default), then
 SIGKILLs. On SIGTERM Faust stops fetching and commits what is acked; the worker then finishes
-and publishes the batches it holds (``MicroBatcher.drain``), its producer flushes, and the
+and publishes the batches it holds (Faust's ``stream_wait_empty`` waits until every delivered
+event is acked), its producer flushes, and the
 consumer commits those too on its way out: the next owner of the partitions starts exactly
 after them. A stop that has not ended after ``FORESIGHT_SHUTDOWN_GRACE_SECONDS`` (below the
 orchestrator's period) ends here with EXIT_GRACE_EXPIRED instead of being killed mid-write:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -87,21 +88,25 @@ class BatchPublisher:
         limit = MAX_IN_FLIGHT_TRANSACTED_BATCHES if transacted else MAX_IN_FLIGHT_BATCHES
         self.in_flight = asyncio.Semaphore(limit)
 
-    async def handle(self, jobs: list[Job]) -> None:
-        """The batcher's handler: score one batch, publish it after the batch before it, and
-        ack its messages once the broker has every output."""
+    async def handle(self, jobs: list[Job], free: Callable[[], None]) -> None:
+        """The batcher's handler: score one batch, let the batcher close the next one
+        (``free``), publish this one after the batch before it, and ack its messages once the
+        broker has every output."""
         previous = self._publish_turn
         turn = self._publish_turn = asyncio.get_running_loop().create_future()
         try:
-            await self._score_and_publish(jobs, previous)
+            await self._score_and_publish(jobs, previous, free)
         finally:
             turn.set_result(None)
 
-    async def _score_and_publish(self, jobs: list[Job], previous: asyncio.Future | None) -> None:
+    async def _score_and_publish(
+        self, jobs: list[Job], previous: asyncio.Future | None, free: Callable[[], None]
+    ) -> None:
         clock = StageClock(jobs[0])
         scorer = await self.holder.wait()  # read once: a swap lands between batches only
         metrics.BATCH_SIZE.observe(len(jobs))
         scored, scores, failed = await self.score_isolating(scorer, jobs)
+        free()  # the scoring process is free for the next batch while this one publishes
         clock.lap("score")
         if failed:
             first = failed[0].reason

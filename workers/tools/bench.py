@@ -507,7 +507,15 @@ async def run_bench(
     )
     try:
         return await _measure(
-            settings, base, version, n, workdir, naive_events, latency_seconds, text_share, load_shares
+            settings,
+            base,
+            version,
+            n,
+            workdir,
+            naive_events,
+            latency_seconds,
+            text_share,
+            load_shares,
         )
     finally:  # every measurement's topics (and Faust's for its app ids) start with these
         deleted = await delete_topics(base, (base.topic_prefix, f"{base.app_id}-"))

@@ -86,7 +86,7 @@ def test_encoding_is_compact() -> None:
 async def test_batcher_fills_under_load_and_flushes_when_idle() -> None:
     batches: list[list[int]] = []
 
-    async def handle(batch: list[int]) -> None:
+    async def handle(batch: list[int], free) -> None:
         batches.append(batch)
 
     batcher = MicroBatcher(handle, max_size=8, max_wait_ms=30)
@@ -94,7 +94,7 @@ async def test_batcher_fills_under_load_and_flushes_when_idle() -> None:
         await batcher.submit(i)
     batcher.start()
     await asyncio.sleep(0.1)
-    await batcher.submit(99)  # a lone event when idle waits at most max_wait
+    await batcher.submit(99)  # a lone event when idle goes at once
     await asyncio.sleep(0.1)
     await batcher.stop()
     assert [len(b) for b in batches] == [8, 8, 4, 1]
@@ -105,7 +105,7 @@ async def test_batcher_hands_over_the_next_batch_while_one_is_handled() -> None:
     started: list[list[int]] = []
     running, most = 0, 0
 
-    async def handle(batch: list[int]) -> None:
+    async def handle(batch: list[int], free) -> None:
         nonlocal running, most
         started.append(batch)
         running += 1
@@ -129,7 +129,7 @@ async def test_batcher_counts_the_wait_from_submission() -> None:
     taken: list[list[int]] = []
     release = asyncio.Event()
 
-    async def handle(batch: list[int]) -> None:
+    async def handle(batch: list[int], free) -> None:
         taken.append(batch)
         if batch[0] == 0:
             await release.wait()
@@ -137,7 +137,7 @@ async def test_batcher_counts_the_wait_from_submission() -> None:
     batcher = MicroBatcher(handle, max_size=8, max_wait_ms=100, concurrency=1)
     batcher.start()
     await batcher.submit(0)
-    await asyncio.sleep(0.15)  # batch [0] closed after 100 ms and is being handled
+    await asyncio.sleep(0.15)  # batch [0] closed and is being handled
     await batcher.submit(1)
     await asyncio.sleep(0.15)  # 1 has waited past its 100 ms while [0] held the one slot
     await batcher.submit(2)
@@ -145,6 +145,73 @@ async def test_batcher_counts_the_wait_from_submission() -> None:
     await asyncio.sleep(0.05)  # counted from when the batcher took it, 1 would wait 0.1 more
     await batcher.stop()
     assert taken == [[0], [1, 2]]
+
+
+async def test_batcher_hands_a_lone_event_over_at_once_when_idle() -> None:
+    """Nothing holds the first stage: the event does not wait its W (10 s) for company."""
+    handed = asyncio.Event()
+
+    async def handle(batch: list[int], free) -> None:
+        handed.set()
+
+    batcher = MicroBatcher(handle, max_size=8, max_wait_ms=10_000)
+    batcher.start()
+    await batcher.submit(1)
+    await asyncio.wait_for(handed.wait(), 1.0)
+    await batcher.stop()
+
+
+async def test_batcher_closes_a_batch_when_the_first_stage_is_freed() -> None:
+    """While batch [0] holds the first stage the next batch grows; it closes the moment [0]
+    frees the stage, though [0] is still being handled (publishing) and W is far off."""
+    taken: list[list[int]] = []
+    scored, published = asyncio.Event(), asyncio.Event()
+
+    async def handle(batch: list[int], free) -> None:
+        taken.append(batch)
+        if batch == [0]:
+            await scored.wait()
+            free()
+            await published.wait()
+
+    batcher = MicroBatcher(handle, max_size=100, max_wait_ms=10_000, concurrency=2)
+    batcher.start()
+    await batcher.submit(0)
+    await asyncio.sleep(0.05)
+    for i in (1, 2):
+        await batcher.submit(i)
+    await asyncio.sleep(0.1)
+    assert taken == [[0]]  # [1, 2] waits while the stage is busy
+    scored.set()
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(taken) == 2:
+            break
+    assert taken == [[0], [1, 2]] and not published.is_set()
+    published.set()
+    await batcher.stop()
+
+
+async def test_batcher_fills_batches_behind_a_backlog_though_the_stage_is_free() -> None:
+    """Not caught up: a free stage does not close the batch; it waits W (or fills)."""
+    taken: list[list[int]] = []
+
+    async def handle(batch: list[int], free) -> None:
+        taken.append(batch)
+
+    batcher = MicroBatcher(handle, max_size=3, max_wait_ms=200, caught_up=lambda item: False)
+    batcher.start()
+    await batcher.submit(1)
+    await asyncio.sleep(0.1)
+    assert taken == []  # the stage is free, but the batch waits for company
+    await batcher.submit(2)
+    await asyncio.sleep(0.2)
+    assert taken == [[1, 2]]  # closed by W
+    for i in (3, 4, 5):
+        await batcher.submit(i)
+    await asyncio.sleep(0.05)
+    assert taken == [[1, 2], [3, 4, 5]]  # closed full, before W
+    await batcher.stop()
 
 
 def test_alert_policy_thresholds_and_cooldown() -> None:
