@@ -518,8 +518,11 @@ async def run_bench(
             load_shares,
         )
     finally:  # every measurement's topics (and Faust's for its app ids) start with these
-        deleted = await delete_topics(base, (base.topic_prefix, f"{base.app_id}-"))
-        _say(f"deleted this run's {len(deleted)} topics")
+        try:
+            deleted = await delete_topics(base, (base.topic_prefix, f"{base.app_id}-"))
+            _say(f"deleted this run's {len(deleted)} topics")
+        except Exception as exc:  # a broker gone mid-run: its error, not this one, is the news
+            _say(f"could not delete this run's topics ({base.topic_prefix}*): {exc!r}")
 
 
 async def _measure(

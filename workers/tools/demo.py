@@ -218,8 +218,11 @@ def run_demo(
             monitor.stop()
         if worker is not None:
             worker.stop()
-        if run is not None:
-            asyncio.run(delete_topics(run, (run.topic_prefix, f"{run.app_id}-")))
+        try:
+            if run is not None:
+                asyncio.run(delete_topics(run, (run.topic_prefix, f"{run.app_id}-")))
+        except Exception as exc:  # the broker stops below all the same
+            console.print(f"[yellow]could not delete the demo's topics: {exc!r}[/yellow]")
         if started_broker is not None:
             started_broker.stop()
 

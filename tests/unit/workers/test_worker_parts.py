@@ -491,3 +491,30 @@ async def test_the_faust_app_fetches_the_configured_bytes_and_skips_the_monitor_
     assert app.conf.consumer_max_fetch_size == 3 << 20
     app.on_init_dependencies()
     assert app.monitor not in set(app.sensors)
+
+
+async def test_bench_deletes_its_topics_and_a_failed_clean_up_hides_no_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """The run's topics are deleted after a failed measurement too, under the run's own
+    prefixes; a deletion that fails as well leaves the measurement's error to be seen."""
+    from schemas.settings import Settings
+    from workers.tools import bench
+
+    asked: list[tuple[str, ...]] = []
+
+    async def measure(*args, **kwargs) -> dict:
+        raise RuntimeError("the worker died")
+
+    async def delete(settings, prefixes) -> list[str]:
+        asked.append(prefixes)
+        raise ConnectionError("broker gone")
+
+    monkeypatch.setattr(bench.registry, "current", lambda registry: "v1")
+    monkeypatch.setattr(bench, "_measure", measure)
+    monkeypatch.setattr(bench, "delete_topics", delete)
+    with pytest.raises(RuntimeError, match="the worker died"):
+        await bench.run_bench(Settings(topic_prefix="acme."), 10, tmp_path)
+    [(topics, faust_topics)] = asked
+    assert topics.startswith("acme.bench-") and topics.endswith(".")
+    assert faust_topics.startswith("bench-") and faust_topics.endswith("-")
