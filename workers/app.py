@@ -31,7 +31,7 @@ from workers.pipeline.acks import OrderedAcks, ack
 from workers.pipeline.batcher import MicroBatcher
 from workers.pipeline.batches import BATCHES_AT_ONCE, BatchPublisher
 from workers.pipeline.expiry import Expiry
-from workers.pipeline.ingest import Ingest, Job
+from workers.pipeline.ingest import Ingest, Job, caught_up
 from workers.pipeline.outbox import Outbox
 from workers.pipeline.outputs import OutputBuilder
 from workers.pipeline.sequence_store import SequenceStore
@@ -124,7 +124,7 @@ class StreamWorker:
             s.batch_size,
             s.batch_max_wait_ms,
             concurrency=BATCHES_AT_ONCE,
-            caught_up=self.caught_up,
+            caught_up=caught_up(app, s.batch_size),
         )
         self.ingest = Ingest(s, self.store, self.acks, self.outbox, self.expiry, self.batcher)
         self.grace = shutdown.GracePeriod(s.shutdown_grace_seconds, self.scoring_process.pid)
@@ -188,13 +188,6 @@ class StreamWorker:
         """The registry's CURRENT model, the fallback when models.control announces none."""
         version = registry.current(self.settings.registry)
         return self.settings.registry / version if version else None
-
-    def caught_up(self, job: Job) -> bool:
-        """Fewer than a batch of events wait behind ``job`` in its partition (by the
-        consumer's latest high-water mark): the batcher need not fill batches to keep up."""
-        message = job.slot.event.message
-        highwater = self.app.consumer.highwater(message.tp)
-        return highwater is None or highwater - message.offset - 1 < self.settings.batch_size
 
     async def sweep(self) -> None:
         """Housekeeping: expire idle users, forget old cooldowns, close idle trend windows."""

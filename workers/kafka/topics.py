@@ -70,14 +70,16 @@ async def create_topics(settings: Settings) -> dict[str, str]:
         await admin.close()
 
 
-async def delete_topics(settings: Settings, prefixes: tuple[str, ...]) -> list[str]:
-    """Delete every topic whose name starts with one of ``prefixes`` (a bench or demo run's
-    own topics and Faust's topics for its app ids); returns the names deleted.
+async def delete_run_topics(settings: Settings) -> list[str]:
+    """Delete a bench or demo run's topics: those under its ``topic_prefix`` and Faust's for its
+    ``app_id`` (changelogs, assignor), and so those of every run derived from it by extending
+    both; returns the names deleted.
 
     Each run makes a few hundred partitions, and left behind they fill the broker: a
     development broker with ~16,000 of them ran out of heap at start-up."""
-    if not all(prefixes):
-        raise ValueError("an empty prefix would delete every topic")
+    if not settings.topic_prefix:
+        raise ValueError("a run without a topic prefix of its own: that would delete every topic")
+    prefixes = (settings.topic_prefix, f"{settings.app_id}-")
     admin = await started_admin(settings)
     try:
         names = sorted(t for t in await admin.list_topics() if t.startswith(prefixes))

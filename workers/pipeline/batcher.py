@@ -58,8 +58,8 @@ class MicroBatcher(Generic[T]):
     async def submit(self, item: T) -> None:
         """Queue one item; waits when the queue is full (backpressure)."""
         await self.queue.put((time.monotonic(), item))
-        if self.queue.qsize() >= self._room:  # no wake-up per item while a batch grows
-            self._wake_up()
+        if self._wake is not None and self.queue.qsize() >= self._room:
+            self._wake_up()  # not once per item while a batch grows: once it can fill
 
     def _wake_up(self) -> None:
         if self._wake is not None and not self._wake.done():

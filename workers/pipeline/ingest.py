@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from schemas.codec import InvalidRecord, decode_event
 from schemas.records import Event
@@ -129,3 +131,17 @@ class Ingest:
             self.store.forget(key)
             raise InvalidRecord("state", reason(exc)) from exc
         return Job(slot, record, prefix, encoded, message.timestamp or 0.0, value)
+
+
+def caught_up(app: Any, batch_size: int) -> Callable[[Job], bool]:
+    """The batcher's test of whether the worker keeps up: fewer than a batch of events wait
+    behind a job in its partition, by the consumer's latest high-water mark. Behind more,
+    batches fill (workers/pipeline/batcher.py). ``app`` is the Faust app, whose consumer is
+    read when asked: it is made after the worker is built."""
+
+    def less_than_a_batch_behind(job: Job) -> bool:
+        message = job.slot.event.message
+        highwater = app.consumer.highwater(message.tp)
+        return highwater is None or highwater - message.offset - 1 < batch_size
+
+    return less_than_a_batch_behind

@@ -38,7 +38,7 @@ from models.runtime import load_artifact
 from models.vocab import Vocab
 from schemas.kafka_security import topic_reader
 from schemas.settings import Settings
-from workers.kafka.topics import create_topics, delete_topics
+from workers.kafka.topics import create_topics, delete_run_topics
 from workers.metrics import LOOP_PARTS, STAGES
 from workers.monitor.worker_metrics import histogram_quantile
 from workers.tools.bench_report import latency_by_second
@@ -517,9 +517,9 @@ async def run_bench(
             text_share,
             load_shares,
         )
-    finally:  # every measurement's topics (and Faust's for its app ids) start with these
+    finally:  # every measurement's topics extend base's prefix and app id
         try:
-            deleted = await delete_topics(base, (base.topic_prefix, f"{base.app_id}-"))
+            deleted = await delete_run_topics(base)
             _say(f"deleted this run's {len(deleted)} topics")
         except Exception as exc:  # a broker gone mid-run: its error, not this one, is the news
             _say(f"could not delete this run's topics ({base.topic_prefix}*): {exc!r}")

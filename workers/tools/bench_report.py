@@ -125,12 +125,13 @@ def markdown(result: dict) -> str:
 
 def _cost_line(cost: dict) -> str:
     """CPU per event on the backlog, where the event loop's share goes."""
+    per_batch = cost.get("sequences_per_batch")  # absent from JSON of older benches
     return (
         f"CPU per event on the backlog (the middle {cost['events']:,} events): event loop "
         f"{cost['event_loop']} µs (ingest {cost['ingest']}, publish {cost['publish']}, Faust "
         f"and the rest {cost['rest_of_loop']}), the worker's other threads "
-        f"{cost['other_threads']} µs, the scoring process {cost['scoring_process']} µs; "
-        f"{cost.get('sequences_per_batch')} sequences a scoring batch."
+        f"{cost['other_threads']} µs, the scoring process {cost['scoring_process']} µs"
+        + (f"; {per_batch} sequences a scoring batch." if per_batch else ".")
     )
 
 

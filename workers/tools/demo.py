@@ -23,7 +23,7 @@ from rich.live import Live
 
 from models import registry
 from schemas.settings import Settings
-from workers.kafka.topics import create_topics, delete_topics
+from workers.kafka.topics import create_topics, delete_run_topics
 from workers.tools.demo_view import DemoState, view, watch
 from workers.tools.generator import Generator
 from workers.tools.local_broker import ensure_running
@@ -220,7 +220,7 @@ def run_demo(
             worker.stop()
         try:
             if run is not None:
-                asyncio.run(delete_topics(run, (run.topic_prefix, f"{run.app_id}-")))
+                asyncio.run(delete_run_topics(run))
         except Exception as exc:  # the broker stops below all the same
             console.print(f"[yellow]could not delete the demo's topics: {exc!r}[/yellow]")
         if started_broker is not None:

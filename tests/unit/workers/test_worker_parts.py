@@ -506,15 +506,35 @@ async def test_bench_deletes_its_topics_and_a_failed_clean_up_hides_no_error(
     async def measure(*args, **kwargs) -> dict:
         raise RuntimeError("the worker died")
 
-    async def delete(settings, prefixes) -> list[str]:
-        asked.append(prefixes)
+    async def delete(settings) -> list[str]:
+        asked.append((settings.topic_prefix, settings.app_id))
         raise ConnectionError("broker gone")
 
     monkeypatch.setattr(bench.registry, "current", lambda registry: "v1")
     monkeypatch.setattr(bench, "_measure", measure)
-    monkeypatch.setattr(bench, "delete_topics", delete)
+    monkeypatch.setattr(bench, "delete_run_topics", delete)
     with pytest.raises(RuntimeError, match="the worker died"):
         await bench.run_bench(Settings(topic_prefix="acme."), 10, tmp_path)
-    [(topics, faust_topics)] = asked
-    assert topics.startswith("acme.bench-") and topics.endswith(".")
-    assert faust_topics.startswith("bench-") and faust_topics.endswith("-")
+    [(prefix, app_id)] = asked  # the run's own, which every measurement's extend
+    assert prefix.startswith("acme.bench-") and prefix.endswith(".")
+    assert app_id.startswith("bench-")
+
+
+def test_caught_up_means_less_than_a_batch_behind_the_high_water_mark() -> None:
+    from types import SimpleNamespace
+
+    from workers.pipeline.ingest import caught_up
+
+    highwater: dict[str, int | None] = {"p0": 1_000}
+    consumer = SimpleNamespace(highwater=lambda tp: highwater[tp])
+    check = caught_up(SimpleNamespace(consumer=consumer), batch_size=256)
+
+    def job(offset: int):
+        message = SimpleNamespace(tp="p0", offset=offset)
+        return SimpleNamespace(slot=SimpleNamespace(event=SimpleNamespace(message=message)))
+
+    assert check(job(999))  # the newest: nothing behind it
+    assert check(job(1_000 - 256))  # 255 behind
+    assert not check(job(1_000 - 257))  # a whole batch behind: fill batches
+    highwater["p0"] = None  # no fetch answered yet for the partition
+    assert check(job(0))
