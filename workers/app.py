@@ -66,6 +66,7 @@ def build_faust_app(s: Settings) -> EagerDeliveryApp:
         stream_buffer_maxsize=4 * s.batch_size,
         consumer_max_fetch_size=s.fetch_bytes_per_partition,
         table_standby_replicas=1,
+        **faust_compat.fast_path_settings(),
     )
     app.fetch_max_wait_ms = s.fetch_max_wait_ms
     return app

@@ -1,6 +1,6 @@
 """Every use of a private part of Faust or mode, in one file, checked against their versions.
 
-The worker relies on seven things these libraries do not offer publicly:
+The worker relies on eight things these libraries do not offer publicly:
 
 * ``Consumer._committed_offset``: the offset Faust committed and sought to for a partition,
   where each partition's ack line starts (workers/pipeline/acks.py).
@@ -16,6 +16,9 @@ The worker relies on seven things these libraries do not offer publicly:
   where Faust builds its aiokafka consumer with ``fetch_max_wait_ms`` fixed at 1,500, and
   aiokafka's ``AIOKafkaConsumer._fetch_max_wait_ms``, which its fetcher reads at ``start()``:
   the worker sets its own (``FORESIGHT_FETCH_MAX_WAIT_MS``).
+* ``Producer.buffer`` and its ``ProducerBuffer.pending`` queue: ``QuickBufferProducer`` gives
+  Faust's producer a buffer whose size is read without a settings lookup, because Faust's
+  conductor asks for it before every message it delivers.
 * ``mode.threads.ServiceThread``'s start and stop machinery (``_thread_started``,
   ``_started``, ``_stopped`` and ``Service._default_stop_*``), which
   ``InlineConsumer`` puts back to a plain service's so that Faust's consumer "thread" runs
@@ -35,7 +38,9 @@ from typing import Any
 import faust
 from faust import transport
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.producer import ProducerBuffer
 from faust.types import TransportT
+from faust.types.settings import Settings as FaustSettings
 from mode import Service
 from mode.services import WaitResults
 from mode.utils.futures import maybe_async
@@ -180,6 +185,40 @@ class _InlineConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # unused by Faust's driver today; the inherited one would queue the call for a method
         # queue that never starts here, so it would never run
         await maybe_async(fun(*args, **kwargs))
+
+
+def fast_path_settings() -> dict[str, Any]:
+    """Faust settings that turn on its repaired Cython fast paths, where this Faust has them:
+    ``cython_optimizations`` (0.15) lets the stream iterator take an event already waiting in
+    its channel's queue instead of awaiting the channel for each one. Off by default in Faust
+    because the repaired paths are new; the worker's at-least-once tests run on them."""
+    if "cython_optimizations" in FaustSettings.SETTINGS:
+        return {"cython_optimizations": True}
+    return {}
+
+
+class QuickSizeBuffer(ProducerBuffer):
+    """Faust's producer buffer, whose ``size`` skips the ``app.conf`` read when there is no
+    threaded producer. Faust's conductor awaits ``wait_until_ebb`` before delivering every
+    message, and that checks ``size``: a settings read records its access, ~1 µs a message
+    for a buffer the worker never fills (its outputs go through workers/kafka/publisher.py)."""
+
+    @property
+    def size(self) -> int:
+        if getattr(self, "threaded_producer", None) is None:  # set only when threaded
+            return self.pending.qsize()
+        return super().size
+
+
+class QuickBufferProducer(faust_aiokafka.Producer):
+    """Faust's aiokafka producer with a :class:`QuickSizeBuffer` (unless it is threaded)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if getattr(self.buffer, "threaded_producer", None) is None:
+            buffer = QuickSizeBuffer(loop=self.loop, beacon=self.beacon)
+            buffer.app = self.app
+            self.buffer = buffer
 
 
 class TransportApp(faust.App):

@@ -255,3 +255,34 @@ async def test_the_workers_kafka_consumer_runs_on_the_workers_own_loop() -> None
     assert await asyncio.wait_for(thread.call_thread(lambda: 7), 1) == 7  # plain functions too
     assert ran_in == [here]
     assert thread.thread_loop is here[1]
+
+
+async def test_the_faust_app_takes_the_fast_paths_and_reads_no_setting_per_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust's repaired Cython stream path is on, and neither the event a message becomes nor
+    the producer-buffer check before each delivery reads ``app.conf`` (a settings read records
+    its access: ~1 µs a message each)."""
+    from schemas.settings import Settings
+    from workers.app import build_faust_app
+    from workers.kafka.faust_compat import QuickSizeBuffer
+
+    app = build_faust_app(Settings(store="memory://"))
+    assert app.conf.cython_optimizations is True
+    buffer = app.producer.buffer
+    assert isinstance(buffer, QuickSizeBuffer) and buffer.app is app
+    message = Message("events", 0, 7, 0.0, 0, None, b"u1", b"{}", None)
+    first = app.create_event(b"u1", b"{}", None, message)  # the class is read once, here
+
+    def no_settings_read(self):
+        raise AssertionError("a setting was read for a message")
+
+    settings_class = type(app.conf)
+    monkeypatch.setattr(settings_class, "Event", property(no_settings_read))
+    monkeypatch.setattr(settings_class, "producer_threaded", property(no_settings_read))
+    event = app.create_event(b"u1", b"{}", None, message)
+    assert type(event) is type(first) and event.message is message and event.value == b"{}"
+    assert buffer.size == 0
+    buffer.pending.put_nowait(object())
+    assert buffer.size == 1
+    await buffer.wait_until_ebb()  # what the conductor awaits before every delivery
