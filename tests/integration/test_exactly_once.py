@@ -135,7 +135,12 @@ async def test_a_fenced_worker_exits_and_its_successor_sees_each_output_once(
         worker.stop()
     assert code == EXIT_CANNOT_PUBLISH, (code, worker.tail())
     said = worker.tail(20_000)
-    assert "fenced" in said, said  # the whole log when not: aiokafka words a fence many ways
+    # the whole log when not. aiokafka words a fence many ways, and when the worker's commit
+    # races the usurper's abort the broker may answer EndTxn with UNKNOWN_SERVER_ERROR (seen
+    # once in four runs; apache/kafka KAFKA-20785 is a race of the same kind): the worker then
+    # names the transaction that failed and the broker's error, which is all it knows
+    named = f"transaction {s.app_id}-eos-0 failed" in said and "UnknownError" in said
+    assert "fenced" in said or named, said
     worker = WorkerProcess(s, log).start()  # what the orchestrator does next
     try:
         await feed

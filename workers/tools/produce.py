@@ -21,6 +21,7 @@ from schemas.files import read_event_file, read_movielens_items, read_movielens_
 from schemas.kafka_security import aiokafka_kwargs
 from schemas.settings import Settings
 from workers.tools.generator import Generator
+from workers.tuning import frozen_heap
 
 
 def movielens_events(directory: Path) -> list[dict]:
@@ -119,7 +120,6 @@ async def produce(
         max_batch_size=256 * 1024,
     )
     await producer.start()
-    began = time.monotonic()
     sent = 0
     columns = (
         TextColumn("produce"),
@@ -129,7 +129,8 @@ async def produce(
         TextColumn("{task.fields[rate]:>8.0f} ev/s"),
     )
     try:
-        with Progress(*columns, disable=not progress, transient=False) as bar:
+        with frozen_heap(), Progress(*columns, disable=not progress, transient=False) as bar:
+            began = time.monotonic()  # after the collection that frozen_heap starts with
             task = bar.add_task("produce", total=total, rate=0.0)
             pending = []
             for event, offset in _paced(events, rate, speedup):

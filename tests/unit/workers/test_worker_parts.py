@@ -538,3 +538,20 @@ def test_caught_up_means_less_than_a_batch_behind_the_high_water_mark() -> None:
     assert not check(job(1_000 - 257))  # a whole batch behind: fill batches
     highwater["p0"] = None  # no fetch answered yet for the partition
     assert check(job(0))
+
+
+def test_a_frozen_heap_leaves_what_exists_out_of_collections_until_it_ends() -> None:
+    """The paced producer's heap (every event it will send) is not walked by the collector
+    while it sends; afterwards it is collectable again."""
+    import gc
+
+    from workers.tuning import frozen_heap
+
+    assert gc.get_freeze_count() == 0  # nothing in the unit tests freezes for good
+    held = [[n] for n in range(1_000)]  # tracked objects that exist when the block starts
+    with frozen_heap():
+        assert gc.get_freeze_count() >= len(held)
+        made_inside = [[n] for n in range(10)]
+        assert all(gc.is_tracked(x) for x in made_inside)
+    assert gc.get_freeze_count() == 0
+    assert held[-1] == [999]
