@@ -198,24 +198,24 @@ def fast_path_settings() -> dict[str, Any]:
 
 
 class QuickSizeBuffer(ProducerBuffer):
-    """Faust's producer buffer, whose ``size`` skips the ``app.conf`` read when there is no
-    threaded producer. Faust's conductor awaits ``wait_until_ebb`` before delivering every
-    message, and that checks ``size``: a settings read records its access, ~1 µs a message
-    for a buffer the worker never fills (its outputs go through workers/kafka/publisher.py)."""
+    """Faust's producer buffer without a threaded producer, whose ``size`` is its queue's
+    length. Faust's own reads ``app.conf.producer_threaded`` each time, and its conductor
+    awaits ``wait_until_ebb`` (which checks ``size``) before delivering every message: a
+    settings read records its access, ~1 µs a message, for a buffer the worker never fills
+    (its outputs go through workers/kafka/publisher.py)."""
 
     @property
     def size(self) -> int:
-        if getattr(self, "threaded_producer", None) is None:  # set only when threaded
-            return self.pending.qsize()
-        return super().size
+        return self.pending.qsize()
 
 
 class QuickBufferProducer(faust_aiokafka.Producer):
-    """Faust's aiokafka producer with a :class:`QuickSizeBuffer` (unless it is threaded)."""
+    """Faust's aiokafka producer with a :class:`QuickSizeBuffer`, decided once here: a
+    threaded producer keeps Faust's buffer, which counts the thread's queue."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if getattr(self.buffer, "threaded_producer", None) is None:
+        if not self.app.conf.producer_threaded:
             buffer = QuickSizeBuffer(loop=self.loop, beacon=self.beacon)
             buffer.app = self.app
             self.buffer = buffer

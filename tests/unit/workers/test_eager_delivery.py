@@ -286,3 +286,17 @@ async def test_the_faust_app_takes_the_fast_paths_and_reads_no_setting_per_messa
     buffer.pending.put_nowait(object())
     assert buffer.size == 1
     await buffer.wait_until_ebb()  # what the conductor awaits before every delivery
+
+
+async def test_a_threaded_producer_keeps_fausts_own_buffer() -> None:
+    """Its buffer's size counts the producer thread's queue, which QuickSizeBuffer does not."""
+    from faust.transport.producer import ProducerBuffer
+
+    app = EagerDeliveryApp(
+        "threaded-producer-test",
+        broker="kafka://127.0.0.1:1",
+        web_enabled=False,
+        autodiscover=False,
+        producer_threaded=True,
+    )
+    assert type(app.producer.buffer) is ProducerBuffer
