@@ -9,6 +9,7 @@ Nothing here decides anything: each room's module says what it does and why.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -165,6 +166,7 @@ class StreamWorker:
         """Load the current model (models.control, else the registry's CURRENT) and the
         catalog items it does not know, then batch."""
         quiet_noisy_libraries()
+        log.info("event loop: %s", type(asyncio.get_running_loop()).__module__.split(".")[0])
         health.serve(self.settings.metrics_port, self.progress)
         health.watchdog(self.progress, WATCHDOG_SECONDS)
         await self.publisher.start()
@@ -221,6 +223,7 @@ class StreamWorker:
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run one worker process until it is stopped (SIGTERM/SIGINT)."""
     faust_compat.check_versions()
+    tuning.use_event_loop(settings.event_loop)  # before Faust or mode make a loop
     worker = StreamWorker(settings)
     if worker.initial_model() is None:
         log.warning(

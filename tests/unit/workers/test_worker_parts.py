@@ -555,3 +555,25 @@ def test_a_frozen_heap_leaves_what_exists_out_of_collections_until_it_ends() -> 
         assert all(gc.is_tracked(x) for x in made_inside)
     assert gc.get_freeze_count() == 0
     assert held[-1] == [999]
+
+
+def test_the_worker_chooses_its_event_loop_by_name() -> None:
+    """``event_loop`` decides which loop the worker's Faust app and services run on."""
+    import uvloop
+
+    from workers.tuning import use_event_loop
+
+    before = asyncio.get_event_loop_policy()
+    try:
+        use_event_loop("uvloop")
+        loop = asyncio.new_event_loop()
+        assert isinstance(loop, uvloop.Loop)
+        loop.close()
+        use_event_loop("asyncio")
+        loop = asyncio.new_event_loop()
+        assert not isinstance(loop, uvloop.Loop)
+        loop.close()
+        with pytest.raises(ValueError, match="unknown event loop 'tokio'"):
+            use_event_loop("tokio")
+    finally:
+        asyncio.set_event_loop_policy(before)
