@@ -20,7 +20,7 @@ from workers.analytics.trends import TrendAccumulator
 from workers.kafka.publisher import Record
 from workers.pipeline.ingest import Job
 from workers.pipeline.sequence import SeqEvent
-from workers.scoring.scorer import Scorer, Scores
+from workers.scoring.scorer import Scorer, Scores, prediction_json
 
 log = logging.getLogger(__name__)
 ALERT_REASONS = 5
@@ -30,27 +30,24 @@ ALERT_REASONS = 5
 def prediction_value(
     record: Event,
     model_version: str,
-    next_action: dict[str, float],
-    top_items: list[str],
-    top_scores: list[float],
+    next_action_json: bytes,
+    top_items_json: bytes,
     risk: float,
     surprise: float,
     sentiment: float | None,
     sequence_length: int,
     latency_ms: float,
 ) -> bytes:
-    """A :class:`~schemas.records.Prediction` as JSON bytes."""
+    """A :class:`~schemas.records.Prediction` as JSON bytes; its ``next_action`` and
+    ``top_items`` come as JSON already (workers/scoring/scorer.py ``prediction_json``)."""
     return orjson.dumps(
         {
             "event_id": record.event_id,
             "user_id": record.user_id,
             "model_version": model_version,
             "ts": record.ts,
-            "next_action": next_action,
-            "top_items": [
-                {"item_id": item, "score": score}
-                for item, score in zip(top_items, top_scores, strict=True)
-            ],
+            "next_action": orjson.Fragment(next_action_json),
+            "top_items": orjson.Fragment(top_items_json),
             "risk": risk,
             "surprise": surprise,
             "sentiment": sentiment,
@@ -91,10 +88,10 @@ class BatchRows:
     """A batch's scores as Python lists, converted once per batch rather than per event."""
 
     def __init__(self, scores: Scores, scorer: Scorer) -> None:
-        self.version, self.types = scorer.version, scorer.event_types
-        self.next_action = scores.next_action.tolist()
-        self.top_items = scores.top_items
-        self.top_scores = scores.top_scores.tolist()
+        self.version = scorer.version
+        # the scoring process writes the JSON; scores made in this process (tests) have none
+        written = scores.json
+        self.json = written if written is not None else prediction_json(scores, scorer.event_types)
         self.risk, self.surprise = scores.risk.tolist(), scores.surprise.tolist()
         # NaN (no text, or no opinion words for the lexicon) becomes null
         self.sentiment = [None if v != v else v for v in scores.sentiment.tolist()]
@@ -119,9 +116,8 @@ class OutputBuilder:
         value = prediction_value(
             r,
             rows.version,
-            dict(zip(rows.types, rows.next_action[i], strict=True)),
-            rows.top_items[i],
-            rows.top_scores[i],
+            rows.json.next_action[i],
+            rows.json.top_items[i],
             risk,
             surprise,
             sentiment,

@@ -66,7 +66,9 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 )
             elif payload[:1] == b"S":
                 version, blobs, texts = wire.decode_prefixes(payload)
-                reply = wire.encode_outputs(models[version].run_encoded(blobs, texts))
+                scorer = models[version]
+                outputs = scorer.run_encoded(blobs, texts)
+                reply = wire.encode_outputs(outputs, *scorer.prediction_json(outputs))
             elif payload[:1] == b"C":
                 update_catalog(catalog, models.values(), orjson.loads(payload[1:]))
                 reply = b"O" + orjson.dumps({"items": len(catalog)})

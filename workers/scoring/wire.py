@@ -4,6 +4,7 @@ child's stdin/stdout, plain bytes and JSON.
     b"L" + JSON {"directory", "max_length", "threads", "sha256" (announced, or null)}
         -> b"O" + JSON {"version", "event_types", "item_ids"}  |  b"E" + why it was refused
     b"S" + version + encoded prefixes + texts  ->  b"R" + shape + arrays + new item ids
+                                                    + each row's prediction JSON
                                                 |  b"E" + why it failed
     b"C" + JSON {"put": [[item_id, text], ...], "remove": [item_id, ...], "limit"}
         -> b"O" + JSON {"items": catalog items kept}
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from typing import IO
 
 import numpy as np
@@ -92,7 +94,13 @@ def decode_prefixes(payload: bytes) -> tuple[str, list[bytes], dict[int, str]]:
     return version, blobs, texts
 
 
-def encode_outputs(outputs: dict[str, np.ndarray]) -> bytes:
+def encode_outputs(
+    outputs: dict[str, np.ndarray],
+    next_action_json: Sequence[bytes] = (),
+    top_items_json: Sequence[bytes] = (),
+) -> bytes:
+    """A score reply: the arrays, the names of new items, and each row's ``next_action``
+    and ``top_items`` as JSON (workers/scoring/scorer.py ``prediction_json``)."""
     top = np.ascontiguousarray(outputs["top_items"], dtype=np.int64)
     next_action = np.ascontiguousarray(outputs["next_action"], dtype=np.float32)
     return b"".join(
@@ -106,8 +114,29 @@ def encode_outputs(outputs: dict[str, np.ndarray]) -> bytes:
                 for name in ("top_scores", "risk", "surprise", "sentiment")
             ),
             _write_parts([name.encode() for name in outputs.get("new_item_ids", ())]),
+            _write_rows(next_action_json),
+            _write_rows(top_items_json),
         ]
     )
+
+
+def _write_rows(rows: Sequence[bytes]) -> bytes:
+    """A count, the rows' end offsets (int32), then the rows back to back: read back with
+    one slice a row (``_read_rows``), not a length to unpack for each."""
+    ends = np.cumsum([len(row) for row in rows], dtype=np.int32)
+    return b"".join([_COUNT.pack(len(rows)), ends.tobytes(), *rows])
+
+
+def _read_rows(payload: bytes, offset: int) -> tuple[list[bytes], int]:
+    (count,) = _COUNT.unpack_from(payload, offset)
+    offset += _COUNT.size
+    ends = np.frombuffer(payload, dtype=np.int32, count=count, offset=offset).tolist()
+    offset += 4 * count
+    if not ends:
+        return [], offset
+    starts = [offset, *(offset + end for end in ends[:-1])]
+    rows = [payload[start : offset + end] for start, end in zip(starts, ends, strict=True)]
+    return rows, offset + ends[-1]
 
 
 def _write_parts(values: list[bytes]) -> bytes:
@@ -138,4 +167,6 @@ def decode_outputs(payload: bytes) -> dict[str, np.ndarray]:
     }
     names, offset = _read_parts(payload, offset)
     outputs["new_item_ids"] = [name.decode() for name in names]
+    outputs["next_action_json"], offset = _read_rows(payload, offset)
+    outputs["top_items_json"], offset = _read_rows(payload, offset)
     return outputs

@@ -108,9 +108,13 @@ def test_the_prediction_builder_writes_exactly_the_schema() -> None:
     event = Event.model_validate(
         {"event_id": "e1", "user_id": "u1", "type": "view", "ts": 1_700_000_000, "item_id": "i"}
     )
-    value = prediction_value(event, "v1", {"view": 1.0}, ["i"], [0.5], 0.1, 0.2, -0.4, 3, 12.0)
+    value = prediction_value(
+        event, "v1", b'{"view":1.0}', b'[{"item_id":"i","score":0.5}]', 0.1, 0.2, -0.4, 3, 12.0
+    )
     assert set(orjson.loads(value)) == _schema_properties("prediction")
-    assert Prediction.model_validate_json(value).sequence_length == 3
+    prediction = Prediction.model_validate_json(value)
+    assert prediction.sequence_length == 3 and prediction.next_action == {"view": 1.0}
+    assert [(t.item_id, t.score) for t in prediction.top_items] == [("i", 0.5)]
 
 
 def test_trends_are_written_exactly_as_their_schema() -> None:

@@ -4,11 +4,12 @@ softmax over both sets of items."""
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
 from workers.scoring import wire
 from workers.scoring.new_items import NewItems, apply_catalog_request
-from workers.scoring.scorer import scores_from
+from workers.scoring.scorer import Scores, prediction_json, scores_from
 
 
 def _graph_outputs(user: np.ndarray, table: np.ndarray, k: int) -> dict[str, np.ndarray]:
@@ -71,6 +72,30 @@ def test_new_item_ids_cross_the_wire_and_are_named() -> None:
     scores = scores_from(decoded, [f"i{j}" for j in range(6)])
     assert scores.top_items[0][0] == "fresh"
     assert all(item.startswith("i") or item == "fresh" for row in scores.top_items for item in row)
+    assert scores.json is None  # none written: the worker writes it itself
+
+
+def test_each_rows_prediction_json_crosses_the_wire_as_the_scoring_process_wrote_it() -> None:
+    rng = np.random.default_rng(1)
+    outputs = _graph_outputs(rng.normal(size=(3, 4)), rng.normal(size=(6, 4)), 3)
+    outputs.update(
+        next_action=rng.random((3, 2)).astype(np.float32),
+        risk=np.zeros(3, np.float32),
+        surprise=np.zeros(3, np.float32),
+        sentiment=np.full(3, np.nan, np.float32),
+    )
+    names = [f"i{j}" for j in range(6)]
+    written = prediction_json(scores_from(outputs, names), ("view", "click"))
+    scores = scores_from(wire.decode_outputs(wire.encode_outputs(outputs, *written)), names)
+    assert scores.json == written
+    assert Scores.concat([scores, scores]).json == (written[0] * 2, written[1] * 2)
+    for row in range(3):
+        assert orjson.loads(scores.json.next_action[row]) == dict(
+            zip(("view", "click"), outputs["next_action"][row].tolist(), strict=True)
+        )
+        assert [t["item_id"] for t in orjson.loads(scores.json.top_items[row])] == (
+            scores.top_items[row]
+        )
 
 
 def test_catalog_updates_put_remove_and_evict_the_oldest() -> None:
