@@ -194,11 +194,12 @@ class Settings(BaseSettings):
         "71 (what it did not finish is delivered again). Keep it below the orchestrator's "
         "own grace period (Kubernetes: 30 s).",
     )
-    event_loop: Literal["uvloop", "asyncio"] = Field(
-        "uvloop",
-        description="The worker's event loop: uvloop (libuv, in C) or Python's own asyncio "
-        "loop. The worker's event loop is its busiest core, and uvloop's scheduling and socket "
-        "I/O cost less of it per event (the README's Benchmark).",
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio",
+        description="The worker's event loop: Python's own asyncio loop, or uvloop (libuv, in "
+        "C), whose scheduling and socket I/O cost 3-6% less of the event loop's core per event "
+        "but which stalled for 0.15-0.5 s now and then at 10% load in the bench (README, "
+        "Benchmark), so it is not the default.",
     )
     scoring_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads.")
     scoring_precision: Literal["auto", "fp32"] = Field(

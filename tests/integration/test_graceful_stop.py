@@ -33,7 +33,7 @@ async def test_sigterm_drains_commits_and_exits_zero(served: Settings, tmp_path:
     await create_topics(s)
     events = valid_events(8_000, users=400, seed=31)
     await produce(s, s.topic("events"), keyed(events[:6_000]))  # a backlog: batches in hand
-    worker = WorkerProcess(s, tmp_path / "w1.log", loglevel="info").start()
+    worker = WorkerProcess(s, tmp_path / "w1.log", "info", event_loop="uvloop").start()
     feeding = asyncio.create_task(produce(s, s.topic("events"), keyed(events[6_000:]), rate=500))
     try:
         async with TopicReader(s, s.topic("predictions")) as preds:
@@ -58,7 +58,7 @@ async def test_sigterm_drains_commits_and_exits_zero(served: Settings, tmp_path:
     repeated = {e: n for e, n in counts.items() if n > 1}
     assert 0 < before < len(events)  # stopped mid-stream, with a backlog behind it
     assert code == 0, worker.tail()
-    assert "event loop: uvloop" in (tmp_path / "w1.log").read_text()  # the default loop
+    assert "event loop: uvloop" in (tmp_path / "w1.log").read_text()  # the faster loop
     assert took < s.shutdown_grace_seconds, took
     assert set(counts) == {e["event_id"] for e in events}
     assert repeated == {}, f"{len(repeated)} events predicted twice"
@@ -70,9 +70,7 @@ async def test_a_stop_that_cannot_finish_exits_when_the_grace_period_ends(
     s = served
     await create_topics(s)
     events = valid_events(2_000, users=200, seed=32)
-    worker = WorkerProcess(
-        s, tmp_path / "w1.log", "info", shutdown_grace_seconds=3, event_loop="asyncio"
-    ).start()
+    worker = WorkerProcess(s, tmp_path / "w1.log", "info", shutdown_grace_seconds=3).start()
     child = None
     try:
         await produce(s, s.topic("events"), keyed(events[:500]))
@@ -94,7 +92,7 @@ async def test_a_stop_that_cannot_finish_exits_when_the_grace_period_ends(
     assert code == EXIT_GRACE_EXPIRED, worker.tail()
     assert 3 <= took < 10, took
     assert "did not finish within FORESIGHT_SHUTDOWN_GRACE_SECONDS=3" in worker.tail()
-    assert "event loop: asyncio" in (tmp_path / "w1.log").read_text()  # the fallback
+    assert "event loop: asyncio" in (tmp_path / "w1.log").read_text()  # the default loop
     successor = WorkerProcess(s, tmp_path / "w2.log").start()
     try:
         await assert_every_event_scored(s, events, [successor])
