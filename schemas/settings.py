@@ -198,8 +198,8 @@ class Settings(BaseSettings):
         "asyncio",
         description="The worker's event loop: Python's own asyncio loop, or uvloop (libuv, in "
         "C), whose scheduling and socket I/O cost 3-6% less of the event loop's core per event "
-        "but which stalled for 0.15-0.5 s now and then at 10% load in the bench (README, "
-        "Benchmark), so it is not the default.",
+        "but whose p99 at 10% load in the bench was over 100 ms in 9 of 14 runs (0 of 7 on "
+        "asyncio; README, Benchmark), so it is not the default.",
     )
     scoring_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads.")
     scoring_precision: Literal["auto", "fp32"] = Field(
