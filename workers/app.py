@@ -37,7 +37,7 @@ from workers.pipeline.outbox import Outbox
 from workers.pipeline.outputs import OutputBuilder
 from workers.pipeline.sequence_store import SequenceStore
 from workers.pipeline.transactions import Transactions
-from workers.pipeline.trend_exchange import TREND_FLUSH_SECONDS, TrendExchange
+from workers.pipeline.trend_exchange import TrendExchange
 from workers.scoring.catalog_follower import CatalogFollower
 from workers.scoring.follower import ModelFollower, ModelHolder
 from workers.scoring.process import ScoringProcess
@@ -144,7 +144,7 @@ class StreamWorker:
         partials = app.topic(s.topic("trends.partial"), schema=_RAW_BYTES)
         app.agent(partials, name="trends")(self.trends.merge)
         RebalanceHooks(app, self.acks, self.transactions).connect()
-        app.timer(TREND_FLUSH_SECONDS)(self.trends.flush)
+        app.timer(s.trend_flush_seconds)(self.trends.flush)
         app.timer(s.sweep_interval_seconds)(self.sweep)
         # progress is sampled at least four times per stall period, so a stall is seen in time
         app.timer(min(LAG_REPORT_SECONDS, s.stall_seconds / 4))(self.report_progress)

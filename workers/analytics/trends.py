@@ -1,9 +1,10 @@
 """Trend aggregates of items and categories over event-time windows.
 
 Trends are aggregated in two phases so that several workers can share the load: each worker
-folds its events into per-(key, window) partials and flushes them every second to
-``trends.partial`` keyed by item/category; whichever worker owns that key merges the partials
-and emits the :class:`~schemas.records.Trend` when the window closes.
+folds its events into per-(key, window) partials and flushes them every
+``trend_flush_seconds`` to ``trends.partial`` keyed by item/category; whichever worker owns
+that key merges the partials and emits the :class:`~schemas.records.Trend` when the window
+closes.
 
 Partials and trends are plain dicts, pinned to their JSON Schemas by unit tests: a busy worker
 closes thousands of windows a second, and a pydantic model per trend cost ~5 µs to build and

@@ -1,7 +1,7 @@
 """Moving trend partials between workers and publishing the trends that close.
 
 Each worker folds its events into partials (workers/analytics/trends.py) and, every
-``TREND_FLUSH_SECONDS``, sends them to ``trends.partial`` in the partition its key hashes to;
+``trend_flush_seconds``, sends them to ``trends.partial`` in the partition its key hashes to;
 the ``trends`` agent of whichever worker owns that partition merges them and publishes each
 window's :class:`~schemas.records.Trend` record once it closes.
 """
@@ -19,9 +19,6 @@ from workers.kafka.publisher import Publisher, Record
 log = logging.getLogger(__name__)
 PARTIALS_PER_RECORD = 500
 """Partials per ``trends.partial`` record: ~100 KB, well under Kafka's 1 MB record limit."""
-TREND_FLUSH_SECONDS = 1.0
-"""How often partials go out. Longer means fewer of them, but each flush is a burst of work
-that holds up scoring."""
 
 
 class TrendExchange:

@@ -577,3 +577,36 @@ def test_the_worker_chooses_its_event_loop_by_name() -> None:
             use_event_loop("tokio")
     finally:
         asyncio.set_event_loop_policy(before)
+
+
+def test_the_worker_flushes_its_trend_partials_as_often_as_its_setting_says(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each flush is merged in one go on the event loop, so how often it comes decides how
+    long the events behind it wait (FORESIGHT_TREND_FLUSH_SECONDS; README, Benchmark)."""
+    import faust
+
+    from schemas.settings import Settings
+    from workers.app import StreamWorker
+
+    intervals: dict[str, float] = {}
+
+    def timer(self, interval, **kwargs):
+        def register(fun):
+            intervals[fun.__name__] = interval
+            return fun
+
+        return register
+
+    monkeypatch.setattr(faust.App, "timer", timer)
+    settings = Settings(
+        store="memory://",
+        registry=tmp_path / "registry",
+        data_dir=tmp_path,
+        metrics_port=0,
+        trend_flush_seconds=0.25,
+    )
+    worker = StreamWorker(settings)
+    assert intervals["flush"] == 0.25
+    assert worker.trends.flush.__name__ == "flush"
+    assert Settings().trend_flush_seconds == 1.0
