@@ -210,9 +210,10 @@ class Settings(BaseSettings):
     event_loop: Literal["asyncio", "uvloop"] = Field(
         "asyncio",
         description="The worker's event loop: Python's own asyncio loop, or uvloop (libuv, in "
-        "C), whose scheduling and socket I/O cost 3-6% less of the event loop's core per event "
-        "but whose p99 at 10% load in the bench was over 100 ms in 9 of 14 runs (0 of 7 on "
-        "asyncio; README, Benchmark), so it is not the default.",
+        "C), whose scheduling and socket I/O cost 3-6% less of the event loop's core per event. "
+        "Its p99 at 10% load in the bench, over 100 ms in 9 of 14 runs before a fetch stall was "
+        "fixed, is now 21-24 ms, but at half load it was no better than asyncio's (README, "
+        "Benchmark), so it is not the default.",
     )
     scoring_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads.")
     scoring_precision: Literal["auto", "fp32"] = Field(

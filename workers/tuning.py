@@ -16,9 +16,9 @@ def use_event_loop(name: str) -> None:
 
     The worker's event loop is the busiest of its cores. With uvloop's loop (libuv, in C)
     Faust's, aiokafka's and our callbacks are scheduled, and their sockets read and written,
-    for less of it: in backlog pairs in turns, 3-6% less CPU an event. But at 10% load the
-    bench's p99 on it was over 100 ms in 9 of 14 runs (0 of 7 on asyncio's loop), so asyncio's
-    loop is the default (README, Benchmark)."""
+    for less of it: in backlog pairs in turns, 3-6% less CPU an event. Its low-load stalls went
+    with a fetch stall fixed since, but its half-load p99 was no better, so asyncio's loop is
+    the default (README, Benchmark)."""
     if name == "uvloop":
         import uvloop  # only where it is asked for: the asyncio loop needs no extra package
 
