@@ -145,13 +145,9 @@ class Settings(BaseSettings):
         gt=0,
         le=60,
         description="How often a worker sends its trend partials to the workers that merge them. "
-        "Each flush is merged in one go on the event loop and holds up the events behind it: at "
-        "10,500 events/s of the bench's stream (~8,000 partials a second) the p99 latency was "
-        "37-43 ms flushed every 0.1 s against 82-89 every second. But a worker catching up on a "
-        "backlog reads its partitions unevenly in event time, and a partial that arrives after "
-        "its window closed is dropped: the more often partials go out, the more of them are "
-        "late (10,000 events in a backlog: 76% reached a trend every 0.1 s, over 80% every "
-        "second). Latency-first deployments lower it (README, Benchmark).",
+        "Each flush is merged in one go on the event loop and holds up the events behind it, so "
+        "a shorter interval lowers the tail latency; but during a backlog more partials then "
+        "arrive after their window closed and are dropped (README, Benchmark).",
     )
     trend_max_keys: int = Field(
         100_000,
