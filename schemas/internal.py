@@ -15,8 +15,8 @@ from schemas.records import Finite, TrendKey, TrendText
 
 class TrendPartial(BaseModel):
     """One worker's additive aggregate of one trend key in one window (topic
-    ``trends.partial``, sent as a JSON list of these, one list per partition per flush); the
-    worker that owns the key merges them into a :class:`~schemas.records.Trend`."""
+    ``trends.partial``, inside a :class:`TrendPartials` record); the worker that owns the key
+    merges them into a :class:`~schemas.records.Trend`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -35,6 +35,26 @@ class TrendPartial(BaseModel):
     )
 
 
+class TrendPartials(BaseModel):
+    """A ``trends.partial`` record: one worker's partials for the keys of one partition since
+    its last flush, and its event-time watermark. Every flush sends one to every partition,
+    with no partials if it has none, so that the watermark reaches every key's owner.
+
+    Workers older than the watermark send a bare JSON list of partials instead; it is
+    merged, and moves no watermark."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: Annotated[str, Field(min_length=1, max_length=256)] = Field(
+        description="The sending worker (host:pid): the watermark is kept per source."
+    )
+    watermark: Finite | None = Field(
+        description="Event time, epoch seconds, before which this worker has sent all its "
+        "partials; null while it cannot tell yet (it holds back no window then)."
+    )
+    partials: list[TrendPartial] = Field(description="The partials, in no particular order.")
+
+
 #: Headers of a DLQ record (Kafka Connect's convention): where the original message came from
 #: and why it failed. Its key and value are the original's (cut to the limits below).
 DLQ_STAGE = "dlq.stage"  # one of schemas.codec.Stage
@@ -49,4 +69,7 @@ DLQ_MAX_KEY_BYTES = 64 * 1024
 DLQ_MAX_VALUE_BYTES = 512 * 1024  # inputs over 64 KiB are refused at decode anyway
 
 #: Internal record types, by the name of their JSON Schema file.
-INTERNAL_TYPES: dict[str, type[BaseModel]] = {"trend_partial": TrendPartial}
+INTERNAL_TYPES: dict[str, type[BaseModel]] = {
+    "trend_partial": TrendPartial,
+    "trend_partials": TrendPartials,
+}

@@ -116,7 +116,8 @@ class StreamWorker:
             s.alert_cooldown_seconds,
             anomaly_enabled=s.anomaly_alerts,
         )
-        self.trends = TrendExchange(s, self.publisher)
+        self._unfinished_before: dict = {}  # see drained_partitions
+        self.trends = TrendExchange(s, self.publisher, self.drained_partitions)
         outputs = OutputBuilder(self.alerts, self.trends.parts)
         self.batches = BatchPublisher(
             s, self.holder, outputs, self.store, self.publisher, self.outbox
@@ -143,7 +144,7 @@ class StreamWorker:
         app.agent(events, name="ingest")(self.ingest.consume)
         partials = app.topic(s.topic("trends.partial"), schema=_RAW_BYTES)
         app.agent(partials, name="trends")(self.trends.merge)
-        RebalanceHooks(app, self.acks, self.transactions).connect()
+        RebalanceHooks(app, self.acks, self.transactions, self.trends.revoked).connect()
         app.timer(s.trend_flush_seconds)(self.trends.flush)
         app.timer(s.sweep_interval_seconds)(self.sweep)
         # progress is sampled at least four times per stall period, so a stall is seen in time
@@ -197,6 +198,30 @@ class StreamWorker:
         await self.expiry.sweep()
         self.alerts.prune(time.time())
         await self.trends.close_idle()
+
+    async def drained_partitions(self) -> dict[int, bool]:
+        """Each assigned ``events`` partition: is every message up to its high-water mark
+        finished? (What the trend watermark may pass, workers/analytics/trends.py.)
+
+        A transaction marker takes the offset after a transaction's last message and is never
+        delivered, so a partition also counts as drained once the consumer's position is at
+        the high-water mark and nothing new was taken from it since the last ask."""
+        consumer, topic = self.app.consumer, self.settings.topic("events")
+        drained, seen = {}, {}
+        for tp in consumer.assignment():
+            if tp.topic != topic:
+                continue
+            highwater, unfinished = consumer.highwater(tp), self.acks.unfinished_from(tp)
+            if highwater is None or unfinished is None:
+                drained[tp.partition] = False
+                continue
+            seen[tp] = unfinished
+            drained[tp.partition] = unfinished >= highwater or (
+                self._unfinished_before.get(tp) == unfinished
+                and (await consumer.position(tp) or 0) >= highwater
+            )
+        self._unfinished_before = seen
+        return drained
 
     async def report_progress(self) -> None:
         """One pass over the assigned ``events`` partitions for the lag gauge and the stall

@@ -120,6 +120,17 @@ MODEL_REFUSED = Counter(
 USERS = Gauge(
     "foresight_users_in_table", "Users held in this worker's sequence table", registry=REGISTRY
 )
+TREND_WATERMARK = Gauge(
+    "foresight_trend_watermark_seconds",
+    "Event time (epoch seconds) before which this worker has sent all its trend partials; "
+    "a value that stops moving while events flow holds every trend window open",
+    registry=REGISTRY,
+)
+TREND_PARTIALS_LATE = Counter(
+    "foresight_trend_partials_late_total",
+    "Trend partials dropped because their window had already been emitted",
+    registry=REGISTRY,
+)
 #: The event loop's own CPU per part, so that the bench can split the loop's cost per event:
 #: "ingest" (decode, validate, sequence update) and "publish" (a batch's outputs built and
 #: queued in the producer). The rest of the loop thread's CPU is Faust's per-message machinery,

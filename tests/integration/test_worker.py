@@ -101,9 +101,8 @@ async def test_ten_thousand_events_with_malformed(served: Settings, tmp_path: Pa
 
 def assert_trends_match(trends: list[dict], events: list[dict], settings: Settings) -> None:
     """Closed item windows count what was produced: never more (no partial counted twice),
-    and all but the late stragglers. A key's window closes once a partial one window past
-    its end arrives, and this test squeezes 80 minutes of event time into seconds, so the
-    partitions' small lead over each other drops about 8% here."""
+    and at least 80% (the bar from before windows closed on a watermark, when the partitions'
+    lead over each other dropped ~8% here; test_trends.py wants every event counted)."""
     width = settings.trend_window_seconds
     offline: dict[tuple[str, float], int] = {}
     for e in events:

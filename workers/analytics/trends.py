@@ -6,6 +6,13 @@ folds its events into per-(key, window) partials and flushes them every
 that key merges the partials and emits the :class:`~schemas.records.Trend` when the window
 closes.
 
+A window closes on an event-time watermark, not on the first later partial: each worker sends,
+with every flush, how far in event time all of its partitions have got (the slowest partition
+that still has events to read), and a window closes once every worker's watermark is past its
+end and grace. During a backlog a worker reads its partitions unevenly, an hour of event time
+apart; closing a key's window on its first later partial dropped the slower partitions'
+partials as late (a quarter of them with flushes every 0.1 s).
+
 Partials and trends are plain dicts, pinned to their JSON Schemas by unit tests: a busy worker
 closes thousands of windows a second, and a pydantic model per trend cost ~5 µs to build and
 serialize, against ~0.4 for a dict and orjson.
@@ -14,6 +21,7 @@ serialize, against ~0.4 for a dict and orjson.
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +29,9 @@ from typing import Any
 from schemas.records import TREND_TEXT_CHARS
 
 ENGAGEMENT = ("view", "click", "add_to_cart", "purchase", "rating", "review")
+MAX_OPEN_WINDOWS = 16
+"""Open windows a trend key may hold before its oldest closes early: a watermark is held
+back for at most a source timeout, and a key needs grace + 2 windows open otherwise."""
 
 
 def _new_partial(key: str, window_start: float) -> dict[str, Any]:
@@ -62,11 +73,18 @@ def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
 
 
 class TrendAccumulator:
-    """Phase one: this worker's partial aggregates since the last flush."""
+    """Phase one: this worker's partial aggregates since the last flush, and how far in event
+    time each ``events`` partition's partials have got."""
 
     def __init__(self, window_seconds: float) -> None:
         self.window = window_seconds
         self.partials: dict[tuple[str, float], dict[str, Any]] = {}
+        self.reached: dict[int, float] = {}  # events partition → latest event time added
+
+    def reach(self, partition: int, ts: float) -> None:
+        """An event of ``partition`` with time ``ts`` has been added."""
+        if ts > self.reached.get(partition, -math.inf):
+            self.reached[partition] = ts
 
     def add(
         self,
@@ -116,6 +134,21 @@ class TrendAccumulator:
         return out
 
 
+def worker_watermark(reached: dict[int, float], drained: dict[int, bool]) -> float | None:
+    """How far in event time this worker's partials have certainly got, or None if it cannot
+    say yet. ``drained`` holds the worker's ``events`` partitions, True where every message
+    up to the high-water mark is finished: a drained partition's next event is a new one,
+    so only partitions with events still to come hold the watermark back, each at the
+    latest event time it reached (events within a partition arrive roughly in time order;
+    the aggregator's grace covers the rest). When every partition is drained, the newest."""
+    behind = [reached.get(p) for p, done in drained.items() if not done]
+    if None in behind:  # events to come, from a time not known yet
+        return None
+    if behind:
+        return min(t for t in behind if t is not None)
+    return max((reached[p] for p in drained if p in reached), default=None)
+
+
 @dataclass
 class _KeyState:
     windows: dict[float, dict[str, Any]] = field(default_factory=dict)  # merged partials
@@ -129,14 +162,21 @@ class _KeyState:
 class TrendAggregator:
     """Phase two: merges partials for the keys this worker owns; emits closed windows.
 
-    A window closes once a partial for a window at least ``grace`` later arrives for that key,
-    or when ``flush`` is called with a watermark past it (by default the newest window merged
-    for any key, so a key that went quiet still closes). The z-score compares a window's
-    volume with an exponentially weighted mean and variance of that key's earlier windows.
+    Each sender (a worker) reports its watermark per ``trends.partial`` partition with its
+    partials (``hear``); a window closes once the lowest watermark heard within
+    ``source_timeout`` seconds is ``grace`` past its end (``close``). A sender silent longer
+    (a worker that died or left) no longer holds windows open, nor does a partition this
+    worker no longer reads (``forget_partitions``). With no watermark heard at
+    all (only workers too old to send one), ``flush`` closes on the newest window merged for
+    any key. A partial for a window already emitted is dropped and counted in ``late``.
 
-    At most ``max_keys`` keys are remembered (a key per item grows with the catalog): beyond
-    that the key updated longest ago without an open window is forgotten, and its z-score
-    history starts again if it comes back.
+    The z-score compares a window's volume with an exponentially weighted mean and variance
+    of that key's earlier windows.
+
+    Memory is bounded: at most ``max_keys`` keys are remembered (a key per item grows with the
+    catalog); beyond that the key updated longest ago without an open window is forgotten,
+    and its z-score history starts again if it comes back. A key holds at most
+    ``MAX_OPEN_WINDOWS``; beyond that its oldest closes early (a watermark held back for long).
     """
 
     def __init__(
@@ -145,13 +185,18 @@ class TrendAggregator:
         grace_windows: int = 1,
         alpha: float = 0.3,
         max_keys: int = 100_000,
+        source_timeout: float = 60.0,
     ):
         self.window = window_seconds
         self.grace = grace_windows * window_seconds
         self.alpha = alpha
         self.max_keys = max_keys
+        self.source_timeout = source_timeout
         self.keys: OrderedDict[str, _KeyState] = OrderedDict()  # least recently updated first
+        self.open: dict[float, set[str]] = {}  # window start → keys with that window open
+        self.marks: dict[tuple[str, int], tuple[float, float]] = {}  # → (watermark, heard at)
         self.newest = 0.0  # the latest window start merged, for any key
+        self.late = 0  # partials dropped: their window was already emitted
 
     def _state(self, key: str) -> _KeyState:
         state = self.keys.get(key)
@@ -169,37 +214,80 @@ class TrendAggregator:
             if not state.windows:
                 del self.keys[key]
                 return
-        self.keys.popitem(last=False)
+        key, state = self.keys.popitem(last=False)
+        for start in state.windows:
+            self._unindex(start, key)
+
+    def _unindex(self, start: float, key: str) -> None:
+        keys = self.open.get(start)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.open[start]
 
     def add(self, partial: dict[str, Any]) -> list[dict[str, Any]]:
-        """Merge one TrendPartial record (taken over: it may be changed); the Trend records of
-        the windows it closes."""
-        state = self._state(partial["key"])
-        window = partial["window_start"]
+        """Merge one TrendPartial record (taken over: it may be changed). Returns the Trend
+        record of the window it pushed out (a key with too many open windows), if any."""
+        key, window = partial["key"], partial["window_start"]
+        state = self._state(key)
         self.newest = max(self.newest, window)
-        if state.closed and window < state.closed:
-            return []  # too late: that window was already emitted
+        if window < state.closed:
+            self.late += 1
+            return []
         merged = state.windows.get(window)
-        if merged is None:  # the window's first partial becomes its aggregate
-            partial.setdefault("texts", [])  # older workers send none
-            state.windows[window] = partial
-        else:
+        if merged is not None:
             _merge(merged, partial)
-        return self._close(partial["key"], state, window - self.grace)
+            return []
+        partial.setdefault("texts", [])  # older workers send none
+        state.windows[window] = partial  # the window's first partial becomes its aggregate
+        self.open.setdefault(window, set()).add(key)
+        if len(state.windows) <= MAX_OPEN_WINDOWS:
+            return []
+        return self._close_key(key, state, min(state.windows) + self.window)
 
-    def flush(self, watermark: float | None = None) -> list[dict[str, Any]]:
-        """The Trend records of every window that ends ``grace`` before ``watermark``."""
-        watermark = self.newest if watermark is None else watermark
+    def hear(self, source: str, partition: int, watermark: float, now: float) -> None:
+        """``source`` has sent, on ``partition``, every partial before event time
+        ``watermark`` (``now``: a monotonic clock, to time out silent sources)."""
+        self.marks[(source, partition)] = (watermark, now)
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """This worker no longer reads ``partitions``: their watermarks hold nothing open."""
+        for mark in [m for m in self.marks if m[1] in partitions]:
+            del self.marks[mark]
+
+    def watermark(self, now: float) -> float | None:
+        """The lowest watermark of the sources heard within ``source_timeout``, if any."""
+        for mark, (_, heard) in list(self.marks.items()):
+            if now - heard > self.source_timeout:
+                del self.marks[mark]
+        return min((w for w, _ in self.marks.values()), default=None)
+
+    def close(self, watermark: float) -> list[dict[str, Any]]:
+        """The Trend records of every window that ends ``grace`` before ``watermark``, oldest
+        first."""
         out = []
-        for key, state in list(self.keys.items()):
-            out += self._close(key, state, watermark - self.grace)
+        for start in sorted(s for s in self.open if s + self.window + self.grace <= watermark):
+            for key in sorted(self.open.pop(start)):
+                state = self.keys.get(key)
+                if state is not None and start in state.windows:
+                    out += self._close_key(key, state, start + self.window)
         return out
 
-    def _close(self, key: str, state: _KeyState, before: float) -> list[dict[str, Any]]:
+    def flush(self, watermark: float | None = None) -> list[dict[str, Any]]:
+        """``close`` on ``watermark``; by default on the sources' watermark or, with none
+        heard, on the newest window merged for any key (so a key that went quiet closes)."""
+        if watermark is None:
+            watermark = self.watermark(time.monotonic())
+        if watermark is None:
+            watermark = self.newest
+        return self.close(watermark)
+
+    def _close_key(self, key: str, state: _KeyState, before: float) -> list[dict[str, Any]]:
+        """Emit ``key``'s windows that end by ``before``, in time order."""
         out = []
         for start in sorted(w for w in state.windows if w + self.window <= before):
-            p = state.windows.pop(start)
-            out.append(self._trend(key, state, start, p))
+            out.append(self._trend(key, state, start, state.windows.pop(start)))
+            self._unindex(start, key)
             state.closed = start + self.window
         return out
 

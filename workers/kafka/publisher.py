@@ -153,10 +153,14 @@ class Publisher:
             )
         return self._watched(future)
 
+    async def partitions(self, topic: str) -> list[int]:
+        """The partitions of ``topic``, in order."""
+        producer = await self._ready()
+        return sorted(await producer.partitions_for(topic))  # cached metadata
+
     async def partitioner(self, topic: str) -> Callable[[bytes | None], int]:
         """key → the partition of ``topic`` a keyed record would go to."""
-        producer = await self._ready()
-        partitions = sorted(await producer.partitions_for(topic))  # cached metadata
+        partitions = await self.partitions(topic)
         return lambda key: partitions[_hash_slot(key, len(partitions))]
 
     async def send_many(self, topic: str, records: Iterable[Record]) -> list[asyncio.Future]:

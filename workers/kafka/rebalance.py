@@ -9,6 +9,7 @@ after which the flow resumes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from workers.pipeline.acks import OrderedAcks
@@ -16,12 +17,20 @@ from workers.pipeline.transactions import Transactions
 
 
 class RebalanceHooks:
-    """Keeps the ack lines, the transactions and the fetcher consistent across a rebalance."""
+    """Keeps the ack lines, the transactions, the trend watermarks and the fetcher consistent
+    across a rebalance."""
 
-    def __init__(self, app: Any, acks: OrderedAcks, transactions: Transactions | None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        acks: OrderedAcks,
+        transactions: Transactions | None,
+        trends_revoked: Callable[[Iterable[Any]], None],
+    ) -> None:
         self.app = app
         self.acks = acks
         self.transactions = transactions
+        self.trends_revoked = trends_revoked
 
     def connect(self) -> None:
         self.app.on_partitions_revoked.connect(self.on_revoked)
@@ -33,9 +42,11 @@ class RebalanceHooks:
         """``on_partitions_revoked``: the revoked partitions come first in ``args``.
 
         Before: their streams have stopped taking messages. After: their ack lines are gone,
-        so no late delivery acks a message the new owner will handle again, and (exactly-once)
-        their transactional producers are closed, with no transaction open."""
+        so no late delivery acks a message the new owner will handle again, the watermarks
+        heard on them hold no trend window open, and (exactly-once) their transactional
+        producers are closed, with no transaction open."""
         self.acks.forget(args[0])
+        self.trends_revoked(args[0])
         if self.transactions is not None:
             await self.transactions.revoke(args[0])
 

@@ -132,6 +132,18 @@ class OrderedAcks:
                 if slot.event.message.generation_id == generation:
                     self._release(slot)
 
+    def unfinished_from(self, tp: Any) -> int | None:
+        """The first offset of ``tp`` not finished yet, or None if not known: the head of its
+        line, else the next offset to take, else (a partition not taken from in this
+        consumer generation) the committed offset."""
+        cursor = self._cursors.get(tp)
+        if cursor is None or cursor.generation != self._generation():
+            return self._committed(tp)
+        line = self._lines.get(tp)
+        if line:
+            return line[0].event.message.offset
+        return cursor.expected if cursor.expected is not None else self._committed(tp)
+
     def forget(self, partitions: Iterable[Any]) -> None:
         """Partitions taken away: their unfinished messages will be redelivered to the new
         owner from the last commit, so nothing here may ack them any more.

@@ -132,6 +132,7 @@ class OutputBuilder:
                 Record(key, alert_value(kind, score, threshold, r, reasons, rows.version, now))
             )
         category = r.attrs.get("category")
+        self.trend_parts.reach(job.slot.event.message.partition, r.ts)
         self.trend_parts.add(
             r.item_id,
             None if category is None else str(category),

@@ -17,7 +17,12 @@ from schemas.internal import TrendPartial
 from schemas.records import TREND_TEXT_CHARS, CatalogItem, Trend, item_text
 from workers.analytics.alerts import AlertPolicy
 from workers.analytics.sentiment import lexicon_sentiment
-from workers.analytics.trends import TrendAccumulator, TrendAggregator
+from workers.analytics.trends import (
+    MAX_OPEN_WINDOWS,
+    TrendAccumulator,
+    TrendAggregator,
+    worker_watermark,
+)
 from workers.kafka.publisher import _hash_slot
 from workers.pipeline.acks import OrderedAcks
 from workers.pipeline.batcher import MicroBatcher
@@ -243,21 +248,69 @@ def test_two_phase_trends_merge_partials_from_several_workers() -> None:
         worker_a.add("p1", "toys", "view", 1000.0 + i, None)
     worker_b.add("p1", "toys", "purchase", 1010.0, 1.0)
     agg = TrendAggregator(60)
-    out = []
     for partial in worker_a.drain() + worker_b.drain():  # through the wire, as in the worker
         assert TrendPartial.model_validate(partial)
-        out += agg.add(orjson.loads(orjson.dumps(partial)))
-    assert out == []  # window still open
-    late = TrendAccumulator(60)
-    late.add("p1", "toys", "view", 1200.0, None)  # two windows later: the first one closes
-    for partial in late.drain():
-        out += agg.add(partial)
+        assert agg.add(orjson.loads(orjson.dumps(partial))) == []
+    agg.hear("a", 0, 1200.0, now=0.0)
+    assert agg.close(1079.0) == []  # window 960-1020 plus a minute's grace: not yet
+    out = agg.close(agg.watermark(now=1.0))
     item = next(t for t in _validated(out) if t.key == "item:p1")
     assert item.volume == 7 and item.engagement["purchase"] == 1
     assert item.conversion == pytest.approx(1 / 6)
     assert item.sentiment_mean == 1.0 and item.sentiment_count == 1
     assert item.window_start == 960.0 and item.window_end == 1020.0
-    assert agg.flush(watermark=1200.0 + 180) != []  # the rest closes on the watermark
+    assert {t.key for t in _validated(out)} == {"item:p1", "category:toys"}
+
+
+def test_a_window_waits_for_the_slowest_worker_and_partition() -> None:
+    """The case that dropped partials: one partition read an hour of event time ahead of
+    another. Its later windows must not close the earlier one before the slow partition's
+    partials are in."""
+    agg = TrendAggregator(60)
+    fast, slow = TrendAccumulator(60), TrendAccumulator(60)
+    fast.add("p1", None, "view", 1000.0, None)
+    fast.add("p1", None, "view", 4600.0, None)  # an hour on, on the fast partition
+    for partial in fast.drain():
+        agg.add(partial)
+    agg.hear("fast", 0, 4600.0, now=0.0)
+    agg.hear("slow", 0, 990.0, now=0.0)  # the slow worker is still before the first window
+    assert agg.close(agg.watermark(now=0.0)) == []
+    slow.add("p1", None, "view", 1010.0, None)
+    for partial in slow.drain():
+        agg.add(partial)
+    agg.hear("slow", 0, 4600.0, now=1.0)
+    first, *_ = agg.close(agg.watermark(now=1.0))
+    assert (first["window_start"], first["volume"]) == (960.0, 2) and agg.late == 0
+    agg.add({**first, "volume": 1, "counts": {}, "sentiment_sum": 0.0, "sentiment_count": 0})
+    assert agg.late == 1  # a partial for an emitted window is dropped and counted
+
+
+def test_a_silent_source_stops_holding_windows_open() -> None:
+    agg = TrendAggregator(60, source_timeout=30.0)
+    agg.hear("alive", 0, 5000.0, now=100.0)
+    agg.hear("dead", 0, 1000.0, now=80.0)
+    agg.hear("alive", 1, 4000.0, now=100.0)  # a source counts at its slowest partition
+    assert agg.watermark(now=100.0) == 1000.0
+    assert agg.watermark(now=111.0) == 4000.0  # "dead" not heard for 31 s
+
+
+def test_the_watermark_of_a_worker_is_its_slowest_partition_with_events_to_come() -> None:
+    reached = {0: 500.0, 1: 900.0, 2: 100.0}
+    assert worker_watermark(reached, {0: False, 1: False, 2: True}) == 500.0  # 2 is drained
+    assert worker_watermark(reached, {0: True, 1: True, 2: True}) == 900.0  # all: the newest
+    assert worker_watermark(reached, {0: False, 3: False}) is None  # 3: events, time unknown
+    assert worker_watermark({}, {0: True}) is None  # nothing read yet, and nothing to read
+    assert worker_watermark(reached, {}) is None  # no partition assigned
+
+
+def test_a_key_holds_a_bounded_number_of_open_windows() -> None:
+    agg = TrendAggregator(10)
+    parts = TrendAccumulator(10)
+    for i in range(MAX_OPEN_WINDOWS + 3):
+        parts.add("a", None, "view", 10.0 * i, None)
+    early = [t for partial in parts.drain() for t in agg.add(partial)]
+    assert [t["window_start"] for t in early] == [0.0, 10.0, 20.0]  # the oldest, in order
+    assert len(agg.keys["item:a"].windows) == MAX_OPEN_WINDOWS
 
 
 def test_trends_carry_their_most_negative_and_most_positive_text() -> None:
@@ -267,12 +320,12 @@ def test_trends_carry_their_most_negative_and_most_positive_text() -> None:
     worker_a.add("p1", None, "view", 1002.0, None, "e3", None)
     worker_b.add("p1", None, "review", 1003.0, 0.8, "e4", "<b>great</b>")
     worker_b.add("p2", None, "review", 1004.0, 0.5, "e5", "only one")
-    agg, trends = TrendAggregator(60), []
+    agg = TrendAggregator(60)
     for partial in [*worker_a.drain(), *worker_b.drain()]:
-        trends += agg.add(TrendPartial.model_validate_json(orjson.dumps(partial)).model_dump())
+        agg.add(TrendPartial.model_validate_json(orjson.dumps(partial)).model_dump())
     old = {"key": "item:p1", "window_start": 1200.0, "volume": 1, "counts": {}}
-    trends += agg.add({**old, "sentiment_sum": 0.0, "sentiment_count": 0})  # no texts: older worker
-    trends += agg.flush(watermark=1400.0)
+    agg.add({**old, "sentiment_sum": 0.0, "sentiment_count": 0})  # no texts: older worker
+    trends = agg.flush(watermark=1400.0)
     trends = _validated(trends)
     first, later = [t for t in trends if t.key == "item:p1"]
     assert later.sentiment_texts == []
@@ -298,7 +351,8 @@ def test_zscore_flags_a_spike() -> None:
             sentiment_count=0,
         )
         out += agg.add(partial.model_dump())
-    out = _validated(out + agg.flush(watermark=1000.0))
+    assert out == []
+    out = _validated(agg.flush(watermark=1000.0))
     assert [t.volume for t in out] == [5, 6, 5, 6, 5, 60, 5]
     spike = next(t for t in out if t.volume == 60)
     assert spike.zscore > 3 and spike.volume_change > 50
@@ -396,6 +450,22 @@ def test_acks_refuse_second_copies_and_report_jumps(caplog: pytest.LogCaptureFix
     assert acked == [(0, 3), (0, 7)]
 
 
+def test_acks_say_where_each_partition_is_unfinished_from() -> None:
+    acked: list = []
+    generation = [1]
+    acks = _acks(generation, {("events", 0): 3, ("events", 1): 9})
+    assert acks.unfinished_from(("events", 0)) == 3  # nothing taken yet: the committed offset
+    first, second = acks.track(_Event(acked, 0, 3)), acks.track(_Event(acked, 0, 4))
+    assert first is not None and second is not None
+    acks.done(second)
+    assert acks.unfinished_from(("events", 0)) == 3  # offset 3 still in the line
+    acks.done(first)
+    assert acks.unfinished_from(("events", 0)) == 5  # all taken are done: the next to take
+    generation[0] = 2  # a rebalance: the old line says nothing any more
+    assert acks.unfinished_from(("events", 0)) == 3
+    assert acks.unfinished_from(("events", 2)) is None  # never committed, never taken
+
+
 def test_publisher_partitions_keys_like_kafkas_default_partitioner() -> None:
     partitions = [0, 1, 2, 3, 4, 5]
     for key in (b"u1", b"u42", b"user-\xff", b""):
@@ -447,7 +517,8 @@ def test_stage_latency_counts_only_the_batches_between_two_scrapes() -> None:
     assert stages["turn"]["batches"] == 0  # a stage the worker never reported
 
 
-def test_a_quiet_key_closes_on_the_newest_window_of_any_key() -> None:
+def test_with_no_watermark_heard_a_quiet_key_closes_on_the_newest_window_of_any_key() -> None:
+    """Only workers older than the watermark send partials: windows still close."""
     agg = TrendAggregator(10)
     parts = TrendAccumulator(10)
     parts.add("quiet", None, "view", 100.0, None)
@@ -456,9 +527,9 @@ def test_a_quiet_key_closes_on_the_newest_window_of_any_key() -> None:
         agg.add(partial)
     assert agg.flush() == []  # nothing newer yet
     parts.add("busy", None, "view", 125.0, None)  # two windows on, for "busy" only
-    closed = [t for partial in parts.drain() for t in agg.add(partial)]
-    assert [t["key"] for t in closed] == ["item:busy"]
-    assert [t["key"] for t in agg.flush()] == ["item:quiet"]
+    for partial in parts.drain():
+        agg.add(partial)
+    assert [t["key"] for t in agg.flush()] == ["item:busy", "item:quiet"]
 
 
 def test_trend_keys_are_bounded_forgetting_the_longest_idle_closed_one() -> None:
