@@ -49,8 +49,10 @@ class TrendPartials(BaseModel):
         description="The sending worker (host:pid): the watermark is kept per source."
     )
     watermark: Finite | None = Field(
-        description="Event time, epoch seconds, before which this worker has sent all its "
-        "partials; null while it cannot tell yet (it holds back no window then)."
+        description="Event time, epoch seconds, before which this worker expects to send no "
+        "more partials: the slowest of its partitions with events still to read. It goes back "
+        "when a partition is taken over from its last commit; null while the worker cannot "
+        "tell yet (it holds back no window then)."
     )
     partials: list[TrendPartial] = Field(description="The partials, in no particular order.")
 

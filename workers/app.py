@@ -181,6 +181,8 @@ class StreamWorker:
         """Runs after Faust's own stop waited for every delivered event to be acked (its
         ``stream_wait_empty``), so no batch is in hand any more (see workers/shutdown.py)."""
         await self.batcher.stop()
+        if self.publisher.started:  # the partials of committed events: lost if not sent
+            await self.trends.flush(last=True)
         await self.catalog.stop()
         await self.follower.stop()
         if self.transactions is not None:

@@ -12,6 +12,7 @@ from tests.support.worker_harness import (
     WorkerProcess,
     keyed,
     produce,
+    read_all,
     valid_events,
 )
 from workers.kafka.topics import create_topics
@@ -48,3 +49,24 @@ async def test_a_backlog_read_unevenly_still_counts_every_event_in_its_trend(
     volumes = {(t["key"], t["window_start"]): t["volume"] for t in emitted}
     assert len(volumes) == len(emitted)  # each window once
     assert volumes == expected
+
+
+async def test_a_stopping_worker_sends_the_partials_it_still_holds(
+    served: Settings, tmp_path: Path
+) -> None:
+    """Their events are committed when the worker stops, so partials kept in memory would be
+    lost: with a flush due only every minute, every event's partial still reaches
+    ``trends.partial`` when the worker is stopped."""
+    s = served
+    await create_topics(s)
+    events = valid_events(500, users=50, seed=11)
+    await produce(s, s.topic("events"), keyed(events))
+    worker = WorkerProcess(s, tmp_path / "worker.log", trend_flush_seconds=60).start()
+    try:
+        async with TopicReader(s, s.topic("predictions")) as predictions:
+            await predictions.until(lambda r: len(r) >= len(events), 120, [worker])
+    finally:
+        worker.stop()  # SIGTERM, and waits for the exit
+    sent = [orjson.loads(r.value) for r in await read_all(s, s.topic("trends.partial"))]
+    items = [p for record in sent for p in record["partials"] if p["key"].startswith("item:")]
+    assert sum(p["volume"] for p in items) == len(events)

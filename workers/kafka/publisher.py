@@ -111,6 +111,10 @@ class Publisher:
             "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS,
         }
 
+    @property
+    def started(self) -> bool:
+        return self._started.is_set()
+
     async def stop(self) -> None:
         if self._producer is not None:
             await self._producer.stop()

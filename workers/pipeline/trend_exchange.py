@@ -54,21 +54,27 @@ class TrendExchange:
         )
 
     async def watermark(self) -> float | None:
-        """This worker's watermark: never lower than the one it sent last (a partition newly
-        assigned, not read yet, holds it where it was)."""
+        """This worker's watermark. A partition newly assigned and not read yet holds it
+        where it was; once read, it may take the watermark back (a crashed worker's
+        partition resumes from its last commit), so that no window closes under it."""
         mark = worker_watermark(self.parts.reached, await self.drained())
-        if mark is not None and (self.sent_watermark is None or mark > self.sent_watermark):
+        if mark is not None:
             self.sent_watermark = mark
         return self.sent_watermark
 
-    async def flush(self) -> None:
+    async def flush(self, last: bool = False) -> None:
         """Send this worker's partials and watermark as one record per partition of
         ``trends.partial`` (more where the partials would pass ~100 KB): a Faust message per
-        partial cost about as much as scoring an event."""
+        partial cost about as much as scoring an event.
+
+        ``last``: the worker is stopping, and its consumer may be gone; the partials still
+        held go out with the watermark sent before (their events are committed, so they
+        would be lost otherwise)."""
         topic = self.settings.topic("trends.partial")
         partitions = await self.publisher.partitions(topic)
         partition_of = await self.publisher.partitioner(topic)
-        watermark = await self.watermark()  # then drain at once: every partial behind it goes
+        # then drain at once: every partial behind the watermark goes
+        watermark = self.sent_watermark if last else await self.watermark()
         if watermark is not None:
             metrics.TREND_WATERMARK.set(watermark)
         groups: dict[int, list[dict]] = {p: [] for p in partitions}

@@ -83,9 +83,10 @@ async def test_a_flush_sends_the_watermark_to_every_partition_and_trends_close_o
     trends = [orjson.loads(r.value) for _, r in out.sent]
     assert sorted(t["key"] for t in trends) == ["category:toys", "item:p1"]
 
-    drained[0] = False  # a partition newly assigned, not read yet: the watermark stays
-    sender.parts.reach(0, 10.0)
+    drained[2] = False  # a partition newly assigned, not read yet: the watermark stays
     assert await sender.watermark() == 5000.0
+    sender.parts.reach(2, 4000.0)  # read from its last commit, behind: the watermark goes back
+    assert await sender.watermark() == 4000.0
 
 
 async def test_records_of_older_workers_merge_and_move_no_watermark() -> None:
