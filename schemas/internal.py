@@ -55,6 +55,11 @@ class TrendPartials(BaseModel):
         "tell yet (it holds back no window then)."
     )
     partials: list[TrendPartial] = Field(description="The partials, in no particular order.")
+    last: bool = Field(
+        False,
+        description="The worker is stopping and sends no more: its watermark holds no window "
+        "open from now on.",
+    )
 
 
 #: Headers of a DLQ record (Kafka Connect's convention): where the original message came from

@@ -144,7 +144,7 @@ class StreamWorker:
         app.agent(events, name="ingest")(self.ingest.consume)
         partials = app.topic(s.topic("trends.partial"), schema=_RAW_BYTES)
         app.agent(partials, name="trends")(self.trends.merge)
-        RebalanceHooks(app, self.acks, self.transactions, self.trends.revoked).connect()
+        RebalanceHooks(app, self.acks, self.transactions, self.trends.assigned).connect()
         app.timer(s.trend_flush_seconds)(self.trends.flush)
         app.timer(s.sweep_interval_seconds)(self.sweep)
         # progress is sampled at least four times per stall period, so a stall is seen in time
@@ -182,7 +182,7 @@ class StreamWorker:
         ``stream_wait_empty``), so no batch is in hand any more (see workers/shutdown.py)."""
         await self.batcher.stop()
         if self.publisher.started:  # the partials of committed events: lost if not sent
-            await self.trends.flush(last=True)
+            await self.trends.flush_last()
         await self.catalog.stop()
         await self.follower.stop()
         if self.transactions is not None:

@@ -165,8 +165,9 @@ class TrendAggregator:
     Each sender (a worker) reports its watermark per ``trends.partial`` partition with its
     partials (``hear``); a window closes once the lowest watermark heard within
     ``source_timeout`` seconds is ``grace`` past its end (``close``). A sender silent longer
-    (a worker that died or left) no longer holds windows open, nor does a partition this
-    worker no longer reads (``forget_partitions``). With no watermark heard at
+    (a worker that died) no longer holds windows open, nor does one that sent its last record
+    (``forget``: it stopped), nor a partition this worker no longer reads
+    (``keep_partitions``). With no watermark heard at
     all (only workers too old to send one), ``flush`` closes on the newest window merged for
     any key. A partial for a window already emitted is dropped and counted in ``late``.
 
@@ -250,9 +251,14 @@ class TrendAggregator:
         ``watermark`` (``now``: a monotonic clock, to time out silent sources)."""
         self.marks[(source, partition)] = (watermark, now)
 
-    def forget_partitions(self, partitions: set[int]) -> None:
-        """This worker no longer reads ``partitions``: their watermarks hold nothing open."""
-        for mark in [m for m in self.marks if m[1] in partitions]:
+    def forget(self, source: str, partition: int) -> None:
+        """``source`` sent its last record on ``partition`` (it stopped)."""
+        self.marks.pop((source, partition), None)
+
+    def keep_partitions(self, partitions: set[int]) -> None:
+        """This worker now reads only ``partitions``: watermarks heard on others hold
+        nothing open."""
+        for mark in [m for m in self.marks if m[1] not in partitions]:
             del self.marks[mark]
 
     def watermark(self, now: float) -> float | None:

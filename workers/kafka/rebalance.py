@@ -25,15 +25,16 @@ class RebalanceHooks:
         app: Any,
         acks: OrderedAcks,
         transactions: Transactions | None,
-        trends_revoked: Callable[[Iterable[Any]], None],
+        trends_assigned: Callable[[Iterable[Any]], None],
     ) -> None:
         self.app = app
         self.acks = acks
         self.transactions = transactions
-        self.trends_revoked = trends_revoked
+        self.trends_assigned = trends_assigned
 
     def connect(self) -> None:
         self.app.on_partitions_revoked.connect(self.on_revoked)
+        self.app.on_partitions_assigned.connect(self.on_assigned)
         self.app.on_rebalance_complete.connect(self.on_rebalance_complete)
 
     async def on_revoked(
@@ -42,13 +43,22 @@ class RebalanceHooks:
         """``on_partitions_revoked``: the revoked partitions come first in ``args``.
 
         Before: their streams have stopped taking messages. After: their ack lines are gone,
-        so no late delivery acks a message the new owner will handle again, the watermarks
-        heard on them hold no trend window open, and (exactly-once) their transactional
-        producers are closed, with no transaction open."""
+        so no late delivery acks a message the new owner will handle again, and (exactly-once)
+        their transactional producers are closed, with no transaction open."""
         self.acks.forget(args[0])
-        self.trends_revoked(args[0])
         if self.transactions is not None:
             await self.transactions.revoke(args[0])
+
+    async def on_assigned(
+        self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any
+    ) -> None:
+        """``on_partitions_assigned``: the new assignment comes first in ``args``.
+
+        After: the trend watermarks heard on partitions no longer assigned hold no window
+        open, and those of partitions kept stay. (Every rebalance revokes every partition
+        first; forgetting them all let the first worker heard after it close windows that
+        the others had not reached yet.)"""
+        self.trends_assigned(args[0])
 
     def on_rebalance_complete(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
         """``on_rebalance_complete``: recovery is done, the seek to the committed offsets is

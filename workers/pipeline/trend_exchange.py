@@ -62,14 +62,20 @@ class TrendExchange:
             self.sent_watermark = mark
         return self.sent_watermark
 
-    async def flush(self, last: bool = False) -> None:
+    async def flush(self) -> None:
         """Send this worker's partials and watermark as one record per partition of
         ``trends.partial`` (more where the partials would pass ~100 KB): a Faust message per
-        partial cost about as much as scoring an event.
+        partial cost about as much as scoring an event. (A timer: Faust would pass the app
+        to a timer function that takes an argument.)"""
+        await self._send(last=False)
 
-        ``last``: the worker is stopping, and its consumer may be gone; the partials still
-        held go out with the watermark sent before (their events are committed, so they
-        would be lost otherwise)."""
+    async def flush_last(self) -> None:
+        """The worker is stopping, and its consumer may be gone. The partials still held go
+        out (their events are committed, so they would be lost otherwise) with the watermark
+        sent before, marked as the last, so that the owners stop waiting for this worker."""
+        await self._send(last=True)
+
+    async def _send(self, last: bool) -> None:
         topic = self.settings.topic("trends.partial")
         partitions = await self.publisher.partitions(topic)
         partition_of = await self.publisher.partitioner(topic)
@@ -80,46 +86,51 @@ class TrendExchange:
         groups: dict[int, list[dict]] = {p: [] for p in partitions}
         for partial in self.parts.drain():
             groups[partition_of(partial["key"].encode())].append(partial)
+        envelope: dict = {"source": self.source, "watermark": watermark}  # TrendPartials
+        if last:
+            envelope["last"] = True
+        step = PARTIALS_PER_RECORD
         records = [
-            Record(None, self._envelope(watermark, group[i : i + PARTIALS_PER_RECORD]), None, p)
+            Record(None, orjson.dumps({**envelope, "partials": group[i : i + step]}), None, p)
             for p, group in groups.items()
-            for i in range(0, max(len(group), 1), PARTIALS_PER_RECORD)
+            for i in range(0, max(len(group), 1), step)
         ]
         await self.publisher.send_many(topic, records)
 
-    def _envelope(self, watermark: float | None, partials: list[dict]) -> bytes:
-        """A TrendPartials record (schemas/internal.py)."""
-        return orjson.dumps({"source": self.source, "watermark": watermark, "partials": partials})
-
     async def merge(self, stream) -> None:
-        """The ``trends`` agent: merge each record's partials, close what its watermark
-        passes, publish."""
+        """The ``trends`` agent: merge each record's partials, close what the watermarks
+        pass, publish."""
         async for event in stream.events():
-            closed = []
             try:
-                record = orjson.loads(event.value)
-                if isinstance(record, list):  # a worker older than the watermark
-                    record = {"partials": record, "watermark": None}
-                late = self.trends.late
-                for partial in record["partials"]:
-                    closed += self.trends.add(partial)
-                metrics.TREND_PARTIALS_LATE.inc(self.trends.late - late)
-                mark = record["watermark"]
-                if mark is not None:
-                    now = time.monotonic()
-                    self.trends.hear(record["source"], event.message.partition, mark, now)
-                    lowest = self.trends.watermark(now)
-                    if lowest is not None:
-                        closed += self.trends.close(lowest)
+                closed = self._take(orjson.loads(event.value), event.message.partition)
             except Exception:  # our own record, so a bug: logged, and the stream goes on
                 log.exception("a trends.partial record could not be merged")
+                continue
             await self._publish(closed)
 
-    def revoked(self, partitions: Iterable[TP]) -> None:
-        """Partitions taken from this worker: the watermarks heard on ``trends.partial``
-        ones no longer hold its windows open."""
+    def _take(self, record: dict | list, partition: int) -> list[dict]:
+        """Merge one TrendPartials record; the Trend records of the windows it closes."""
+        if isinstance(record, list):  # a worker older than the watermark
+            record = {"partials": record, "watermark": None}
+        late, closed = self.trends.late, []
+        for partial in record["partials"]:
+            closed += self.trends.add(partial)
+        metrics.TREND_PARTIALS_LATE.inc(self.trends.late - late)
+        now = time.monotonic()
+        if record.get("last"):  # the sender stopped: its watermark holds nothing open now
+            self.trends.forget(record["source"], partition)
+        elif record["watermark"] is not None:
+            self.trends.hear(record["source"], partition, record["watermark"], now)
+        else:
+            return closed
+        lowest = self.trends.watermark(now)
+        return closed + (self.trends.close(lowest) if lowest is not None else [])
+
+    def assigned(self, partitions: Iterable[TP]) -> None:
+        """This worker's new assignment: watermarks heard on ``trends.partial`` partitions
+        it no longer holds stop holding its windows open."""
         topic = self.settings.topic("trends.partial")
-        self.trends.forget_partitions({tp.partition for tp in partitions if tp.topic == topic})
+        self.trends.keep_partitions({tp.partition for tp in partitions if tp.topic == topic})
 
     async def close_idle(self) -> None:
         """Publish the windows that a silent worker held open (its watermark timed out) or,

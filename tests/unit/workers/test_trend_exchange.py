@@ -100,7 +100,7 @@ async def test_records_of_older_workers_merge_and_move_no_watermark() -> None:
     assert owner.trends.keys["item:x"].windows[0.0]["volume"] == 2
 
 
-async def test_a_revoked_partition_holds_no_window_open() -> None:
+async def test_a_partition_no_longer_assigned_holds_no_window_open() -> None:
     from faust.types import TP
 
     owner, _ = _exchange({})
@@ -108,7 +108,28 @@ async def test_a_revoked_partition_holds_no_window_open() -> None:
     fast = {"source": "a", "watermark": 9000.0, "partials": []}
     await owner.merge(_Stream([(orjson.dumps(slow), 1), (orjson.dumps(fast), 0)]))
     assert owner.trends.watermark(now=0.0) == 100.0
-    owner.revoked([TP(owner.settings.topic("events"), 1)])  # another topic: nothing changes
-    assert owner.trends.watermark(now=0.0) == 100.0
-    owner.revoked([TP(owner.settings.topic("trends.partial"), 1)])
-    assert owner.trends.watermark(now=0.0) == 9000.0
+    partial = owner.settings.topic("trends.partial")
+    owner.assigned([TP(partial, 0), TP(partial, 1), TP(owner.settings.topic("events"), 3)])
+    assert owner.trends.watermark(now=0.0) == 100.0  # both kept: nothing forgotten
+    owner.assigned([TP(partial, 0), TP(owner.settings.topic("events"), 1)])
+    assert owner.trends.watermark(now=0.0) == 9000.0  # partition 1 of trends.partial gone
+
+
+async def test_a_stopping_workers_last_records_end_the_wait_for_its_watermark() -> None:
+    sender, wire = _exchange({0: False})
+    sender.parts.add("p1", None, "view", 1000.0, None)
+    sender.parts.reach(0, 1000.0)
+    await sender.flush()  # an ordinary flush: the sender's watermark is 1000
+    owner, out = _exchange({})
+    fast = {"source": "other", "watermark": 9000.0, "partials": []}
+    await owner.merge(_Stream([(r.value, r.partition) for _, r in wire.sent]))
+    await owner.merge(_Stream([(orjson.dumps(fast), p) for p in PARTITIONS]))
+    assert out.sent == []  # held open by the sender's 1000
+    wire.sent.clear()
+    sender.parts.add("p1", None, "view", 1001.0, None)
+    await sender.flush_last()
+    last = [TrendPartials.model_validate_json(r.value) for _, r in wire.sent]
+    assert all(r.last for r in last) and sum(len(r.partials) for r in last) == 1
+    await owner.merge(_Stream([(r.value, r.partition) for _, r in wire.sent]))
+    (trend,) = [orjson.loads(r.value) for _, r in out.sent]
+    assert (trend["key"], trend["volume"]) == ("item:p1", 2)  # both events, closed at once

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 
 import numpy as np
@@ -661,10 +662,12 @@ def test_the_worker_flushes_its_trend_partials_as_often_as_its_setting_says(
     from workers.app import StreamWorker
 
     intervals: dict[str, float] = {}
+    parameters: dict[str, list[str]] = {}
 
     def timer(self, interval, **kwargs):
         def register(fun):
             intervals[fun.__name__] = interval
+            parameters[fun.__name__] = list(inspect.signature(fun).parameters)
             return fun
 
         return register
@@ -679,3 +682,6 @@ def test_the_worker_flushes_its_trend_partials_as_often_as_its_setting_says(
     )
     StreamWorker(settings)
     assert intervals["flush"] == 0.25
+    # Faust calls a timer function that takes an argument with the app (a flush(last=False)
+    # once got it as ``last`` and marked every record as the worker's last)
+    assert parameters and not any(parameters.values()), parameters
