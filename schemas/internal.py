@@ -51,8 +51,9 @@ class TrendPartials(BaseModel):
     watermark: Finite | None = Field(
         description="Event time, epoch seconds, before which this worker expects to send no "
         "more partials: the slowest of its partitions with events still to read. It goes back "
-        "when a partition is taken over from its last commit; null while the worker cannot "
-        "tell yet (it holds back no window then)."
+        "when a partition is taken over from its last commit; 0 while a partition's events "
+        "come from a time it does not know yet (it holds every window open then); null when "
+        "it has nothing read and nothing to read (it holds none)."
     )
     partials: list[TrendPartial] = Field(description="The partials, in no particular order.")
     last: bool = Field(

@@ -45,6 +45,12 @@ from workers.scoring.process import ScoringProcess
 log = logging.getLogger(__name__)
 LAG_REPORT_SECONDS = 5.0
 WATCHDOG_SECONDS = 1.0
+PARTITION_IDLE_SECONDS = 1.0
+"""How long an ``events`` partition must have had nothing left to read before it stops
+holding the trend watermark back. Its high-water mark is only as fresh as the consumer's
+last fetch response, so a burst just produced can look read for a moment; a backfill of old
+events then closed windows under the partitions not fetched yet (the two-worker trend test
+caught it)."""
 _RAW_BYTES = RawBytes()  # the agents decode: failures are theirs too
 
 
@@ -116,8 +122,9 @@ class StreamWorker:
             s.alert_cooldown_seconds,
             anomaly_enabled=s.anomaly_alerts,
         )
-        self._unfinished_before: dict = {}  # see drained_partitions
-        self.trends = TrendExchange(s, self.publisher, self.drained_partitions)
+        self._unfinished_before: dict = {}  # see idle_partitions
+        self._drained_since: dict = {}
+        self.trends = TrendExchange(s, self.publisher, self.idle_partitions)
         outputs = OutputBuilder(self.alerts, self.trends.parts)
         self.batches = BatchPublisher(
             s, self.holder, outputs, self.store, self.publisher, self.outbox
@@ -201,29 +208,36 @@ class StreamWorker:
         self.alerts.prune(time.time())
         await self.trends.close_idle()
 
-    async def drained_partitions(self) -> dict[int, bool]:
-        """Each assigned ``events`` partition: is every message up to its high-water mark
-        finished? (What the trend watermark may pass, workers/analytics/trends.py.)
+    async def idle_partitions(self) -> dict[int, bool]:
+        """Each assigned ``events`` partition: has every message up to its high-water mark
+        been finished for ``PARTITION_IDLE_SECONDS``? (Such a partition no longer holds the
+        trend watermark back, workers/analytics/trends.py.)
 
-        A transaction marker takes the offset after a transaction's last message and is never
-        delivered, so a partition also counts as drained once the consumer's position is at
-        the high-water mark and nothing new was taken from it since the last ask."""
+        Where the ack lines cannot tell (nothing taken in this generation and nothing
+        committed, or a transaction marker, which takes the offset after a transaction's last
+        message and is never delivered), a partition counts as drained once the consumer
+        has nothing left to fetch and took nothing new from it since the last ask."""
         consumer, topic = self.app.consumer, self.settings.topic("events")
-        drained, seen = {}, {}
+        now, idle, seen, since = time.monotonic(), {}, {}, {}
         for tp in consumer.assignment():
             if tp.topic != topic:
                 continue
             highwater, unfinished = consumer.highwater(tp), self.acks.unfinished_from(tp)
-            if highwater is None or unfinished is None:
-                drained[tp.partition] = False
-                continue
             seen[tp] = unfinished
-            drained[tp.partition] = unfinished >= highwater or (
-                self._unfinished_before.get(tp) == unfinished
-                and (await consumer.position(tp) or 0) >= highwater
-            )
-        self._unfinished_before = seen
-        return drained
+            if highwater is None:
+                drained = False
+            elif unfinished is not None and unfinished >= highwater:
+                drained = True
+            else:
+                drained = (
+                    self._unfinished_before.get(tp, -1) == unfinished
+                    and (await consumer.position(tp) or 0) >= highwater
+                )
+            if drained:
+                since[tp] = self._drained_since.get(tp, now)
+            idle[tp.partition] = drained and now - since[tp] >= PARTITION_IDLE_SECONDS
+        self._unfinished_before, self._drained_since = seen, since
+        return idle
 
     async def report_progress(self) -> None:
         """One pass over the assigned ``events`` partitions for the lag gauge and the stall

@@ -134,19 +134,27 @@ class TrendAccumulator:
         return out
 
 
-def worker_watermark(reached: dict[int, float], drained: dict[int, bool]) -> float | None:
-    """How far in event time this worker's partials have certainly got, or None if it cannot
-    say yet. ``drained`` holds the worker's ``events`` partitions, True where every message
-    up to the high-water mark is finished: a drained partition's next event is a new one,
-    so only partitions with events still to come hold the watermark back, each at the
-    latest event time it reached (events within a partition arrive roughly in time order;
-    the aggregator's grace covers the rest). When every partition is drained, the newest."""
-    behind = [reached.get(p) for p, done in drained.items() if not done]
+HOLD = 0.0
+"""The watermark of a worker with events to read from a time it does not know yet (a
+partition not read since it was assigned): before any event time the schemas accept, so it
+holds every window open."""
+
+
+def worker_watermark(reached: dict[int, float], idle: dict[int, bool]) -> float | None:
+    """How far in event time this worker's partials have certainly got: ``HOLD`` if it
+    cannot say yet, None if it holds nothing back (nothing read and nothing to read).
+
+    ``idle`` holds the worker's ``events`` partitions, True where nothing was left to read
+    for a while: an idle partition's next event is a new one, so only the others hold the
+    watermark back, each at the latest event time it reached (events within a partition
+    arrive roughly in time order; the aggregator's grace covers the rest). When every
+    partition is idle, the newest."""
+    behind = [reached.get(p) for p, done in idle.items() if not done]
     if None in behind:  # events to come, from a time not known yet
-        return None
+        return HOLD
     if behind:
         return min(t for t in behind if t is not None)
-    return max((reached[p] for p in drained if p in reached), default=None)
+    return max((reached[p] for p in idle if p in reached), default=None)
 
 
 @dataclass

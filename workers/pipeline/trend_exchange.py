@@ -31,19 +31,19 @@ PARTIALS_PER_RECORD = 500
 class TrendExchange:
     """Flushes this worker's partials and merges the partials of the keys it owns.
 
-    ``drained`` says, for each ``events`` partition this worker holds, whether every message
-    up to its high-water mark is finished (the worker's watermark, see
+    ``idle`` says, for each ``events`` partition this worker holds, whether it has had
+    nothing left to read for a while (the worker's watermark, see
     :func:`~workers.analytics.trends.worker_watermark`)."""
 
     def __init__(
         self,
         settings: Settings,
         publisher: Publisher,
-        drained: Callable[[], Awaitable[dict[int, bool]]],
+        idle: Callable[[], Awaitable[dict[int, bool]]],
     ) -> None:
         self.settings = settings
         self.publisher = publisher
-        self.drained = drained
+        self.idle = idle
         self.source = f"{socket.gethostname()}:{os.getpid()}"
         self.sent_watermark: float | None = None
         self.parts = TrendAccumulator(settings.trend_window_seconds)
@@ -54,12 +54,10 @@ class TrendExchange:
         )
 
     async def watermark(self) -> float | None:
-        """This worker's watermark. A partition newly assigned and not read yet holds it
-        where it was; once read, it may take the watermark back (a crashed worker's
-        partition resumes from its last commit), so that no window closes under it."""
-        mark = worker_watermark(self.parts.reached, await self.drained())
-        if mark is not None:
-            self.sent_watermark = mark
+        """This worker's watermark. It goes back when a partition is assigned (to ``HOLD``
+        until read, then to where it resumes: a crashed worker's partition resumes from its
+        last commit), so that no window closes under its events."""
+        self.sent_watermark = worker_watermark(self.parts.reached, await self.idle())
         return self.sent_watermark
 
     async def flush(self) -> None:
@@ -128,9 +126,13 @@ class TrendExchange:
 
     def assigned(self, partitions: Iterable[TP]) -> None:
         """This worker's new assignment: watermarks heard on ``trends.partial`` partitions
-        it no longer holds stop holding its windows open."""
-        topic = self.settings.topic("trends.partial")
+        it no longer holds stop holding its windows open, and ``events`` partitions it no
+        longer holds are forgotten (if one comes back, it holds the watermark until read)."""
+        partitions = list(partitions)
+        topic, events = self.settings.topic("trends.partial"), self.settings.topic("events")
         self.trends.keep_partitions({tp.partition for tp in partitions if tp.topic == topic})
+        kept = {tp.partition for tp in partitions if tp.topic == events}
+        self.parts.reached = {p: t for p, t in self.parts.reached.items() if p in kept}
 
     async def close_idle(self) -> None:
         """Publish the windows that a silent worker held open (its watermark timed out) or,

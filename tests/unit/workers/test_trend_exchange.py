@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import orjson
+from faust.types import TP
 
 from schemas.internal import TrendPartials
 from schemas.settings import Settings
+from workers.analytics.trends import HOLD
 from workers.kafka.publisher import _hash_slot
 from workers.pipeline.trend_exchange import TrendExchange
 
@@ -50,9 +52,9 @@ class _Stream:
             yield _Event(value, partition)
 
 
-def _exchange(drained: dict[int, bool]) -> tuple[TrendExchange, _Publisher]:
+def _exchange(idle: dict[int, bool]) -> tuple[TrendExchange, _Publisher]:
     async def report() -> dict[int, bool]:
-        return drained
+        return idle
 
     publisher = _Publisher()
     settings = Settings(store="memory://", trend_window_seconds=60)
@@ -60,8 +62,8 @@ def _exchange(drained: dict[int, bool]) -> tuple[TrendExchange, _Publisher]:
 
 
 async def test_a_flush_sends_the_watermark_to_every_partition_and_trends_close_on_it() -> None:
-    drained = {0: False, 1: False}
-    sender, wire = _exchange(drained)
+    idle = {0: False, 1: False}
+    sender, wire = _exchange(idle)
     sender.parts.add("p1", "toys", "view", 1000.0, None)
     sender.parts.reach(0, 1000.0)
     sender.parts.reach(1, 5000.0)  # partition 1 is far ahead; 0 holds the watermark
@@ -75,7 +77,7 @@ async def test_a_flush_sends_the_watermark_to_every_partition_and_trends_close_o
     await owner.merge(_Stream([(r.value, r.partition) for _, r in wire.sent]))
     assert out.sent == []  # 960-1020 is not past the watermark and its grace
 
-    drained[0] = True  # partition 0 finished: the watermark moves to the newest, 5000
+    idle[0] = True  # partition 0 read to its end: the watermark moves to the newest, 5000
     wire.sent.clear()
     await sender.flush()
     assert {TrendPartials.model_validate_json(r.value).watermark for _, r in wire.sent} == {5000.0}
@@ -83,10 +85,12 @@ async def test_a_flush_sends_the_watermark_to_every_partition_and_trends_close_o
     trends = [orjson.loads(r.value) for _, r in out.sent]
     assert sorted(t["key"] for t in trends) == ["category:toys", "item:p1"]
 
-    drained[2] = False  # a partition newly assigned, not read yet: the watermark stays
-    assert await sender.watermark() == 5000.0
-    sender.parts.reach(2, 4000.0)  # read from its last commit, behind: the watermark goes back
+    idle[2] = False  # a partition newly assigned, not read yet: every window is held
+    assert await sender.watermark() == HOLD
+    sender.parts.reach(2, 4000.0)  # read from its last commit: the watermark resumes there
     assert await sender.watermark() == 4000.0
+    sender.assigned([TP(sender.settings.topic("events"), p) for p in (0, 1)])
+    assert 2 not in sender.parts.reached  # taken away: if it comes back, it is read first
 
 
 async def test_records_of_older_workers_merge_and_move_no_watermark() -> None:
@@ -101,8 +105,6 @@ async def test_records_of_older_workers_merge_and_move_no_watermark() -> None:
 
 
 async def test_a_partition_no_longer_assigned_holds_no_window_open() -> None:
-    from faust.types import TP
-
     owner, _ = _exchange({})
     slow = {"source": "b", "watermark": 100.0, "partials": []}
     fast = {"source": "a", "watermark": 9000.0, "partials": []}

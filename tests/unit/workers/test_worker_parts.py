@@ -19,6 +19,7 @@ from schemas.records import TREND_TEXT_CHARS, CatalogItem, Trend, item_text
 from workers.analytics.alerts import AlertPolicy
 from workers.analytics.sentiment import lexicon_sentiment
 from workers.analytics.trends import (
+    HOLD,
     MAX_OPEN_WINDOWS,
     TrendAccumulator,
     TrendAggregator,
@@ -297,9 +298,9 @@ def test_a_silent_source_stops_holding_windows_open() -> None:
 
 def test_the_watermark_of_a_worker_is_its_slowest_partition_with_events_to_come() -> None:
     reached = {0: 500.0, 1: 900.0, 2: 100.0}
-    assert worker_watermark(reached, {0: False, 1: False, 2: True}) == 500.0  # 2 is drained
+    assert worker_watermark(reached, {0: False, 1: False, 2: True}) == 500.0  # 2 is idle
     assert worker_watermark(reached, {0: True, 1: True, 2: True}) == 900.0  # all: the newest
-    assert worker_watermark(reached, {0: False, 3: False}) is None  # 3: events, time unknown
+    assert worker_watermark(reached, {0: False, 3: False}) == HOLD  # 3: events, time unknown
     assert worker_watermark({}, {0: True}) is None  # nothing read yet, and nothing to read
     assert worker_watermark(reached, {}) is None  # no partition assigned
 
