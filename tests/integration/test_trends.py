@@ -11,13 +11,13 @@ from pathlib import Path
 import orjson
 
 from schemas.settings import Settings
-from tests.conftest import _free_port_pair
 from tests.support.worker_harness import (
     TopicReader,
     WorkerProcess,
     keyed,
     produce,
     read_all,
+    start_workers,
     valid_events,
 )
 from workers.kafka.publisher import _hash_slot
@@ -148,11 +148,7 @@ async def test_two_workers_close_windows_on_both_watermarks_and_a_stopped_one_ho
     s = served
     width = s.trend_window_seconds
     await create_topics(s)
-    ports = [_free_port_pair(), _free_port_pair()]
-    workers = [
-        WorkerProcess(s, tmp_path / f"w{i}.log", metrics_port=port).start()
-        for i, port in enumerate(ports)
-    ]
+    workers, ports = start_workers(s, tmp_path, 2)
     try:
         await _until_shared(ports, s.partitions)
         first = valid_events(6_000, users=400, seed=13)

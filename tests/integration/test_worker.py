@@ -15,7 +15,6 @@ from schemas import Prediction
 from schemas.codec import encode
 from schemas.records import Alert, ModelAnnouncement
 from schemas.settings import Settings
-from tests.conftest import _free_port_pair
 from tests.support.helpers import fraud_pattern_events, synthetic_history, tiny_config
 from tests.support.worker_harness import (
     TopicReader,
@@ -25,6 +24,7 @@ from tests.support.worker_harness import (
     offline_sequences,
     produce,
     read_all,
+    start_workers,
     table_from_changelog,
     valid_events,
 )
@@ -145,11 +145,7 @@ def _scored(port: int) -> float:
 async def test_two_workers_share_partitions(served: Settings, tmp_path: Path) -> None:
     s = served
     await create_topics(s)
-    ports = [_free_port_pair(), _free_port_pair()]
-    workers = [
-        WorkerProcess(s, tmp_path / f"w{i}.log", metrics_port=p).start()
-        for i, p in enumerate(ports)
-    ]
+    workers, ports = start_workers(s, tmp_path, 2)
     try:
         await asyncio.sleep(8)  # both join the group before traffic starts
         events = valid_events(4_000, users=400, seed=5)

@@ -7,6 +7,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -208,3 +209,18 @@ async def assert_every_event_scored(
     await assert_commits_reach_the_end(settings)
     assert event_ids(preds.records) == {e["event_id"] for e in events}
     assert await table_from_changelog(settings) == offline_sequences(events, settings)
+
+
+def start_workers(
+    settings: Settings, logs: Path, count: int
+) -> tuple[list[WorkerProcess], list[int]]:
+    """``count`` workers, each with a metrics port of its own (to read its /metrics), logging
+    to ``logs``/w<i>.log."""
+    from tests.conftest import _free_port_pair
+
+    ports = [_free_port_pair() for _ in range(count)]
+    workers = [
+        WorkerProcess(settings, logs / f"w{i}.log", metrics_port=port).start()
+        for i, port in enumerate(ports)
+    ]
+    return workers, ports
