@@ -31,6 +31,7 @@ from workers.kafka.rebalance import RebalanceHooks
 from workers.pipeline.acks import OrderedAcks, ack
 from workers.pipeline.batcher import MicroBatcher
 from workers.pipeline.batches import BATCHES_AT_ONCE, BatchPublisher
+from workers.pipeline.drained import DrainedPartitions
 from workers.pipeline.expiry import Expiry
 from workers.pipeline.ingest import Ingest, Job, caught_up
 from workers.pipeline.outbox import Outbox
@@ -47,10 +48,7 @@ LAG_REPORT_SECONDS = 5.0
 WATCHDOG_SECONDS = 1.0
 PARTITION_IDLE_SECONDS = 1.0
 """How long an ``events`` partition must have had nothing left to read before it stops
-holding the trend watermark back. Its high-water mark is only as fresh as the consumer's
-last fetch response, so a burst just produced can look read for a moment; a backfill of old
-events then closed windows under the partitions not fetched yet (the two-worker trend test
-caught it)."""
+holding the trend watermark back (workers/pipeline/drained.py says why)."""
 _RAW_BYTES = RawBytes()  # the agents decode: failures are theirs too
 
 
@@ -122,8 +120,7 @@ class StreamWorker:
             s.alert_cooldown_seconds,
             anomaly_enabled=s.anomaly_alerts,
         )
-        self._unfinished_before: dict = {}  # see idle_partitions
-        self._drained_since: dict = {}
+        self.drained = DrainedPartitions(PARTITION_IDLE_SECONDS)
         self.trends = TrendExchange(s, self.publisher, self.idle_partitions)
         outputs = OutputBuilder(self.alerts, self.trends.parts)
         self.batches = BatchPublisher(
@@ -209,35 +206,14 @@ class StreamWorker:
         await self.trends.close_idle()
 
     async def idle_partitions(self) -> dict[int, bool]:
-        """Each assigned ``events`` partition: has every message up to its high-water mark
-        been finished for ``PARTITION_IDLE_SECONDS``? (Such a partition no longer holds the
-        trend watermark back, workers/analytics/trends.py.)
-
-        Where the ack lines cannot tell (nothing taken in this generation and nothing
-        committed, or a transaction marker, which takes the offset after a transaction's last
-        message and is never delivered), a partition counts as drained once the consumer
-        has nothing left to fetch and took nothing new from it since the last ask."""
+        """Each assigned ``events`` partition: nothing left to read for a while?"""
         consumer, topic = self.app.consumer, self.settings.topic("events")
-        now, idle, seen, since = time.monotonic(), {}, {}, {}
-        for tp in consumer.assignment():
-            if tp.topic != topic:
-                continue
-            highwater, unfinished = consumer.highwater(tp), self.acks.unfinished_from(tp)
-            seen[tp] = unfinished
-            if highwater is None:
-                drained = False
-            elif unfinished is not None and unfinished >= highwater:
-                drained = True
-            else:
-                drained = (
-                    self._unfinished_before.get(tp, -1) == unfinished
-                    and (await consumer.position(tp) or 0) >= highwater
-                )
-            if drained:
-                since[tp] = self._drained_since.get(tp, now)
-            idle[tp.partition] = drained and now - since[tp] >= PARTITION_IDLE_SECONDS
-        self._unfinished_before, self._drained_since = seen, since
-        return idle
+        return await self.drained.idle(
+            [tp for tp in consumer.assignment() if tp.topic == topic],
+            consumer.highwater,
+            self.acks.unfinished_from,
+            consumer.position,
+        )
 
     async def report_progress(self) -> None:
         """One pass over the assigned ``events`` partitions for the lag gauge and the stall
