@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from schemas.kafka_security import aiokafka_kwargs
 from schemas.settings import TOPIC_BASES, Settings
 from workers.kafka.topics import create_topics, list_topics
+from workers.tools.bench import BROKER_STAMPED
 from workers.tools.local_broker import LocalBroker, answers
 
 
@@ -47,6 +50,46 @@ async def test_topics_created_idempotently_with_shapes(settings: Settings) -> No
         assert configs["cleanup.policy"] == "compact"
     finally:
         await admin.close()
+
+
+async def test_a_topic_created_with_extra_config_is_stamped_by_the_broker(
+    settings: Settings,
+) -> None:
+    """The bench's latency runs create their predictions topic so (BROKER_STAMPED): a record's
+    timestamp is then the time the broker appended it, not the one its producer gave it."""
+    await create_topics(settings, BROKER_STAMPED)
+    topic = settings.topic("predictions")
+    producer = AIOKafkaProducer(**aiokafka_kwargs(settings))
+    await producer.start()
+    try:
+        sent_after = time.time() * 1000
+        await producer.send_and_wait(topic, b"x", partition=0, timestamp_ms=1_000)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings), auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        [record] = (await consumer.getmany(timeout_ms=10_000))[TopicPartition(topic, 0)]
+    finally:
+        await consumer.stop()
+    assert record.timestamp_type == 1  # LogAppendTime
+    assert record.timestamp >= sent_after - 1  # the broker's clock, not the producer's 1,000
+    events = settings.topic("events")  # the other topics keep the producer's time
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in (topic, events)]
+        )
+    finally:
+        await admin.close()
+    types = {
+        resource[3]: dict((entry[0], entry[1]) for entry in resource[4])["message.timestamp.type"]
+        for response in described
+        for resource in response.resources
+    }
+    assert types == {topic: "LogAppendTime", events: "CreateTime"}
 
 
 def test_cli_topics_create_and_list(settings: Settings) -> None:

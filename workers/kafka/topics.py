@@ -28,23 +28,30 @@ class TopicSpec:
     config: dict[str, str]
 
 
-def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic Foresight uses, with its partitions and config."""
+def topic_specs(
+    settings: Settings, configs: dict[str, dict[str, str]] | None = None
+) -> list[TopicSpec]:
+    """Every topic Foresight uses, with its partitions and config; ``configs`` adds to the
+    config of the topics it names (by base name, e.g. ``predictions``)."""
     specs = []
     for base in TOPIC_BASES:
         partitions = 1 if base == "models.control" else settings.partitions
         config = {"cleanup.policy": "compact"} if base in COMPACTED else {}
+        config |= (configs or {}).get(base, {})
         specs.append(TopicSpec(settings.topic(base), partitions, config))
     return specs
 
 
-async def create_topics(settings: Settings) -> dict[str, str]:
-    """Create missing topics; returns name → 'created' or 'exists'."""
+async def create_topics(
+    settings: Settings, configs: dict[str, dict[str, str]] | None = None
+) -> dict[str, str]:
+    """Create missing topics (``configs`` as in ``topic_specs``: it applies only to the topics
+    created here); returns name → 'created' or 'exists'."""
     admin = await started_admin(settings)
     try:
         existing = set(await admin.list_topics())
         outcome: dict[str, str] = {}
-        for spec in topic_specs(settings):
+        for spec in topic_specs(settings, configs):
             if spec.name in existing:
                 outcome[spec.name] = "exists"
                 continue
