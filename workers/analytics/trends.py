@@ -86,6 +86,11 @@ class TrendAccumulator:
         if ts > self.reached.get(partition, -math.inf):
             self.reached[partition] = ts
 
+    def keep_partitions(self, partitions: set[int]) -> None:
+        """This worker now reads only ``partitions``: forget how far the others got (one that
+        comes back holds the watermark until it is read again)."""
+        self.reached = {p: t for p, t in self.reached.items() if p in partitions}
+
     def add(
         self,
         item_id: str | None,

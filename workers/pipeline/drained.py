@@ -19,6 +19,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+NOT_ASKED = -1
+"""The first unfinished offset remembered for a partition not asked about before: no offset."""
+
 
 class DrainedPartitions:
     """Remembers, between asks, each partition's first unfinished offset and since when it
@@ -50,8 +53,7 @@ class DrainedPartitions:
                 drained = True
             else:
                 drained = (
-                    tp in self._unfinished_before
-                    and self._unfinished_before[tp] == unfinished
+                    self._unfinished_before.get(tp, NOT_ASKED) == unfinished
                     and (await position(tp) or 0) >= top
                 )
             if drained:

@@ -131,8 +131,7 @@ class TrendExchange:
         partitions = list(partitions)
         topic, events = self.settings.topic("trends.partial"), self.settings.topic("events")
         self.trends.keep_partitions({tp.partition for tp in partitions if tp.topic == topic})
-        kept = {tp.partition for tp in partitions if tp.topic == events}
-        self.parts.reached = {p: t for p, t in self.parts.reached.items() if p in kept}
+        self.parts.keep_partitions({tp.partition for tp in partitions if tp.topic == events})
 
     async def close_idle(self) -> None:
         """Publish the windows that a silent worker held open (its watermark timed out) or,
