@@ -42,6 +42,7 @@ from workers.kafka.topics import create_topics, delete_run_topics
 from workers.metrics import LOOP_PARTS, STAGES
 from workers.monitor.worker_metrics import histogram_quantile
 from workers.tools.bench_report import latency_by_second
+from workers.tools.contention import ContentionSampler
 from workers.tools.generator import Generator
 from workers.tools.produce import produce
 from workers.tools.review_text import with_reviews
@@ -259,7 +260,8 @@ async def pipeline_latency(
         before = stage_buckets(port)
         timed = events[50:]
         began = CpuSnapshot.take(worker)
-        await produce(settings, timed, len(timed), rate=rate, progress=False)
+        async with ContentionSampler(worker) as contention:
+            await produce(settings, timed, len(timed), rate=rate, progress=False)
         cpu = began.share_until(CpuSnapshot.take(worker))
         records = await _consume_all(
             settings, settings.topic("predictions"), len(events), 300, worker
@@ -278,14 +280,15 @@ async def pipeline_latency(
     latencies = np.array([p["latency_ms"] for _, p in timed_records])
     # produced → on the broker (BROKER_STAMPED); exactly-once: not the commit after it
     visible = np.array([ts - produced_ms[p["event_id"]] for ts, p in timed_records], dtype=float)
+    stamps = np.array([ts for ts, _ in timed_records], dtype=float)
+    by_second = latency_by_second(stamps, latencies)
+    contention.annotate(by_second, float((stamps - latencies).min()) / 1000)
     return {
         "offered_events_per_s": round(rate, 1),
         "latency_events": len(timed),
         "latency_ms": _percentiles(latencies),
         "published_latency_ms": _percentiles(visible),
-        "latency_by_second": latency_by_second(
-            np.array([ts for ts, _ in timed_records], dtype=float), latencies
-        ),
+        "latency_by_second": by_second,
         "stages_ms": stages,
         "cpu_share": cpu,
     }

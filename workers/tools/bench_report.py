@@ -52,7 +52,26 @@ def plot_latency(result: dict, path: Path) -> None:
     ax.set_title(
         f"one worker at {result['pipeline']['offered_events_per_s']:,.0f} events/s offered"
     )
-    ax.legend()
+    ax.legend(loc="upper left")
+    if rows and all("loop_waiting" in r for r in rows):  # workers/tools/contention.py
+        shares = ax.twinx()
+        shares.plot(
+            seconds,
+            [100 * r["loop_waiting"] for r in rows],
+            color="tab:red",
+            linestyle="--",
+            label="event loop waiting for a core",
+        )
+        shares.plot(
+            seconds,
+            [100 * r["others"] for r in rows],
+            color="tab:purple",
+            linestyle="--",
+            label="others' CPU (the broker)",
+        )
+        shares.set_ylabel("% of one core")
+        shares.set_ylim(bottom=0)
+        shares.legend(loc="upper right", fontsize=8)
     if curve:
         right = axes[0, 1]
         offered = [point["offered_events_per_s"] for point in curve]
@@ -219,8 +238,27 @@ def _text_rows(text: dict) -> list[str]:
 
 def _worst_second(rows: list[dict]) -> str:
     worst = max(rows, key=lambda r: r["p99"])
-    over = sum(r["p99"] > LATENCY_BAR_MS for r in rows)
-    return (
+    over = [r for r in rows if r["p99"] > LATENCY_BAR_MS]
+    line = (
         f"Latency run by second: worst p99 {worst['p99']:,.1f} ms (second {worst['second']} "
-        f"of {len(rows)}); {over} of {len(rows)} seconds had p99 over {LATENCY_BAR_MS:.0f} ms."
+        f"of {len(rows)}); {len(over)} of {len(rows)} seconds had p99 over "
+        f"{LATENCY_BAR_MS:.0f} ms."
+    )
+    rest = [r for r in rows if r["p99"] <= LATENCY_BAR_MS]
+    if over and rest and all("loop_waiting" in r for r in rows):
+        line += (
+            f" In those seconds {_contention(over)}; in the others {_contention(rest)}"
+            " (the worker's event loop waiting for a core, the machine's cores in use, and the"
+            " cores used by neither the worker nor the load generator: the broker, here)."
+        )
+    return line
+
+
+def _contention(rows: list[dict]) -> str:
+    """Mean contention of some seconds of the latency run (workers/tools/contention.py)."""
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("loop_waiting", "machine_busy")}
+    others = sum(r["others"] for r in rows) / len(rows)
+    return (
+        f"the loop waited {mean['loop_waiting']:.0%} of the time, {mean['machine_busy']:.0%} "
+        f"busy, {others:.2f} cores to others"
     )
