@@ -45,11 +45,17 @@ def test_the_worst_second_line_compares_slow_seconds_with_the_rest() -> None:
     ]
     for row, busy, others in zip(rows, (0.6, 0.9, 0.7), (0.1, 0.5, 0.2), strict=True):
         row.update(machine_busy=busy, others=others)
+    rows.append({"second": 3, "p50": 30, "p99": 60.0, "max": 61})  # a part-second, no samples
     line = _worst_second(rows)
-    assert "worst p99 95.0 ms (second 1 of 3); 1 of 3 seconds had p99 over 50 ms" in line
+    assert "worst p99 95.0 ms (second 1 of 4); 2 of 4 seconds had p99 over 50 ms" in line
     assert "In those seconds the loop waited 25% of the time, 90% busy, 0.50 cores" in line
     assert "in the others the loop waited 6% of the time, 65% busy, 0.15 cores" in line
-    del rows[2]["loop_waiting"]  # a bench without the samples says only what it measured
+    assert "Disturbed" not in line
+    for row in rows[:3]:
+        row["others"] += 0.6  # another process took most of a core throughout
+    assert "**Disturbed:** something besides the worker" in _worst_second(rows)
+    for row in rows:  # a bench without the samples says only what it measured
+        row.pop("loop_waiting", None)
     assert _worst_second(rows).endswith("seconds had p99 over 50 ms.")
 
 
