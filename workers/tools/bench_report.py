@@ -60,20 +60,17 @@ def plot_latency(result: dict, path: Path) -> None:
     sampled = [r for r in rows if "loop_waiting" in r]  # workers/tools/contention.py
     if sampled:
         shares = ax.twinx()
-        shares.plot(
-            [r["second"] for r in sampled],
-            [100 * r["loop_waiting"] for r in sampled],
-            color="tab:red",
-            linestyle="--",
-            label="event loop waiting for a core",
-        )
-        shares.plot(
-            [r["second"] for r in sampled],
-            [100 * r["others"] for r in sampled],
-            color="tab:purple",
-            linestyle="--",
-            label="others' CPU (the broker)",
-        )
+        for key, color, label in (
+            ("loop_waiting", "tab:red", "event loop waiting for a core"),
+            ("others", "tab:purple", "others' CPU (the broker)"),
+        ):
+            shares.plot(
+                [r["second"] for r in sampled],
+                [100 * r[key] for r in sampled],
+                color=color,
+                linestyle="--",
+                label=label,
+            )
         shares.set_ylabel("% of one core")
         shares.set_ylim(bottom=0)
         shares.legend(loc="upper right", fontsize=8)
