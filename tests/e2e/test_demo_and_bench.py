@@ -111,6 +111,9 @@ def test_bench_smoke_json_shape(settings: Settings, tmp_path: Path) -> None:
     by_second = result["pipeline"]["latency_by_second"]
     assert sum(r["events"] for r in by_second) == result["pipeline"]["latency_events"]
     assert all(r["p50"] <= r["p99"] <= r["max"] for r in by_second)
+    # what else used the cores (workers/tools/contention.py), for the run and its first second
+    assert 0 <= result["pipeline"]["cpu_share"]["loop_waiting"] <= 1
+    assert {"machine_busy", "broker_and_other", "loop_waiting"} <= set(by_second[0])
     assert "Latency run by second: worst p99" in markdown(result)
     text = result["text"]
     assert text["text_share"] == 0.05 and text["events_per_s_ratio"] > 0

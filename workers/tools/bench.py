@@ -25,7 +25,6 @@ import time
 import urllib.request
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,6 @@ from workers.tools.review_text import with_reviews
 from workers.tools.worker_processes import (
     ChildProcess,
     WorkerProcess,
-    machine_cpu_seconds,
     settings_env,
 )
 
@@ -259,10 +257,8 @@ async def pipeline_latency(
         await asyncio.sleep(0.5)  # the warm-up batches' acks, so that they count before
         before = stage_buckets(port)
         timed = events[50:]
-        began = CpuSnapshot.take(worker)
         async with ContentionSampler(worker) as contention:
             await produce(settings, timed, len(timed), rate=rate, progress=False)
-        cpu = began.share_until(CpuSnapshot.take(worker))
         records = await _consume_all(
             settings, settings.topic("predictions"), len(events), 300, worker
         )
@@ -280,9 +276,10 @@ async def pipeline_latency(
     latencies = np.array([p["latency_ms"] for _, p in timed_records])
     # produced → on the broker (BROKER_STAMPED); exactly-once: not the commit after it
     visible = np.array([ts - produced_ms[p["event_id"]] for ts, p in timed_records], dtype=float)
-    stamps = np.array([ts for ts, _ in timed_records], dtype=float)
-    by_second = latency_by_second(stamps, latencies)
-    contention.annotate(by_second, float((stamps - latencies).min()) / 1000)
+    # a prediction's timestamp less its latency: when its event was produced, near enough
+    produced = np.array([ts for ts, _ in timed_records], dtype=float) - latencies
+    by_second = latency_by_second(produced, latencies)
+    contention.annotate(by_second, float(produced.min()) / 1000)
     return {
         "offered_events_per_s": round(rate, 1),
         "latency_events": len(timed),
@@ -290,43 +287,8 @@ async def pipeline_latency(
         "published_latency_ms": _percentiles(visible),
         "latency_by_second": by_second,
         "stages_ms": stages,
-        "cpu_share": cpu,
+        "cpu_share": contention.whole(),
     }
-
-
-@dataclass(frozen=True)
-class CpuSnapshot:
-    """CPU seconds used so far by the machine, the worker (and its scoring process) and this
-    bench process: two of them give each one's share of the cores in between."""
-
-    at: float
-    machine: tuple[float, float]
-    worker: dict[str, float]
-    bench: float
-
-    @classmethod
-    def take(cls, worker: ChildProcess) -> CpuSnapshot:
-        return cls(
-            time.monotonic(), machine_cpu_seconds(), worker.cpu_seconds(), time.process_time()
-        )
-
-    def share_until(self, later: CpuSnapshot) -> dict[str, float]:
-        """How busy the cores were: ``machine_busy`` as a share of all of them, the rest in
-        cores (1.0 is one core kept busy); ``broker_and_other`` is whatever else ran (the
-        broker, when it shares the machine)."""
-        wall = max(later.at - self.at, 1e-3)
-        busy = later.machine[0] - self.machine[0]
-        every = max(later.machine[1] - self.machine[1], 1e-9)
-        worker = (later.worker["process"] - self.worker["process"]) / wall
-        scoring = (later.worker["children"] - self.worker["children"]) / wall
-        bench = (later.bench - self.bench) / wall
-        return {
-            "machine_busy": round(busy / every, 3),
-            "worker": round(worker, 3),
-            "scoring_process": round(scoring, 3),
-            "bench": round(bench, 3),
-            "broker_and_other": round(max(busy / wall - worker - scoring - bench, 0.0), 3),
-        }
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:

@@ -4,14 +4,14 @@ the latency plot."""
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import fmean
 
 import numpy as np
 
 
-def latency_by_second(predicted_ms: np.ndarray, latency_ms: np.ndarray) -> list[dict]:
-    """p50/p99/max per second of produce time (a prediction's timestamp less its latency)."""
-    produced = predicted_ms - latency_ms
-    second = ((produced - produced.min()) // 1000).astype(int)
+def latency_by_second(produced_ms: np.ndarray, latency_ms: np.ndarray) -> list[dict]:
+    """p50/p99/max per second of produce time (epoch ms), from the first event produced."""
+    second = ((produced_ms - produced_ms.min()) // 1000).astype(int)
     rows = []
     for s in range(int(second.max()) + 1):
         chosen = latency_ms[second == s]
@@ -62,7 +62,7 @@ def plot_latency(result: dict, path: Path) -> None:
         shares = ax.twinx()
         for key, color, label in (
             ("loop_waiting", "tab:red", "event loop waiting for a core"),
-            ("others", "tab:purple", "others' CPU (the broker)"),
+            ("broker_and_other", "tab:purple", "the broker's and others' CPU"),
         ):
             shares.plot(
                 [r["second"] for r in sampled],
@@ -245,30 +245,37 @@ def _worst_second(rows: list[dict]) -> str:
         f"Latency run by second: worst p99 {worst['p99']:,.1f} ms (second {worst['second']} "
         f"of {len(rows)}); {slow} of {len(rows)} seconds had p99 over {LATENCY_BAR_MS:.0f} ms."
     )
-    sampled = [r for r in rows if "loop_waiting" in r]  # a last part-second may have no sample
-    rest = [r for r in sampled if r["p99"] <= LATENCY_BAR_MS]
+    return " ".join([line, *_contention(rows)])
+
+
+def _contention(rows: list[dict]) -> list[str]:
+    """What else used the cores in the slow seconds against the rest, and whether anything
+    disturbed the run (workers/tools/contention.py); nothing for rows without the figures."""
+    sampled = [r for r in rows if "loop_waiting" in r]  # a last part-second may have none
     over = [r for r in sampled if r["p99"] > LATENCY_BAR_MS]
+    rest = [r for r in sampled if r["p99"] <= LATENCY_BAR_MS]
+    said = []
     if over and rest:
-        line += (
-            f" In those seconds {_contention(over)}; in the others {_contention(rest)}"
-            " (the worker's event loop waiting for a core, the machine's cores in use, and the"
-            " cores used by neither the worker nor the load generator: the broker, here)."
+        said.append(
+            f"In those seconds {_means(over)}; in the others {_means(rest)} (the worker's"
+            " event loop waiting for a core, the machine's cores in use, and the cores used by"
+            " neither the worker nor the load generator: the broker, here)."
         )
-    others = sum(r["others"] for r in sampled) / len(sampled) if sampled else 0.0
+    others = fmean(r["broker_and_other"] for r in sampled) if sampled else 0.0
     if others > DISTURBED_OTHERS_CORES:
-        line += (
-            f" **Disturbed:** something besides the worker and the load generator used"
+        said.append(
+            f"**Disturbed:** something besides the worker and the load generator used"
             f" {others:.2f} cores on average during this run (the broker alone takes ~0.1-0.15"
             " at half load here); its latency does not describe the worker."
         )
-    return line
+    return said
 
 
-def _contention(rows: list[dict]) -> str:
-    """Mean contention of some seconds of the latency run (workers/tools/contention.py)."""
-    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("loop_waiting", "machine_busy")}
-    others = sum(r["others"] for r in rows) / len(rows)
+def _means(rows: list[dict]) -> str:
+    mean = {
+        k: fmean(r[k] for r in rows) for k in ("loop_waiting", "machine_busy", "broker_and_other")
+    }
     return (
         f"the loop waited {mean['loop_waiting']:.0%} of the time, {mean['machine_busy']:.0%} "
-        f"busy, {others:.2f} cores to others"
+        f"busy, {mean['broker_and_other']:.2f} cores to others"
     )

@@ -478,9 +478,9 @@ def test_publisher_partitions_keys_like_kafkas_default_partitioner() -> None:
 
 
 def test_latency_by_second_buckets_by_produce_time() -> None:
-    predicted = np.array([1000.0, 1500.0, 2600.0, 2700.0])
-    latency = np.array([100.0, 200.0, 50.0, 900.0])  # produced at 900, 1300, 2550, 1800
-    rows = latency_by_second(predicted, latency)
+    produced = np.array([900.0, 1300.0, 2550.0, 1800.0])
+    latency = np.array([100.0, 200.0, 50.0, 900.0])
+    rows = latency_by_second(produced, latency)
     assert [(r["second"], r["events"], r["max"]) for r in rows] == [(0, 3, 900.0), (1, 1, 50.0)]
 
 
@@ -495,14 +495,15 @@ def test_machine_cpu_counts_everything_but_idle_and_io_wait() -> None:
 
 
 def test_cpu_share_is_each_part_of_the_busy_cores() -> None:
-    from workers.tools.bench import CpuSnapshot
+    from workers.tools.contention import CpuSnapshot
 
-    before = CpuSnapshot(10.0, (100.0, 400.0), {"process": 5.0, "children": 1.0}, 2.0)
-    after = CpuSnapshot(12.0, (103.0, 404.0), {"process": 6.0, "children": 1.5}, 2.2)
+    before = CpuSnapshot(10.0, (100.0, 400.0), {"process": 5.0, "children": 1.0}, 2.0, 7.0)
+    after = CpuSnapshot(12.0, (103.0, 404.0), {"process": 6.0, "children": 1.5}, 2.2, 7.3)
     share = before.share_until(after)
     assert share["machine_busy"] == 0.75  # 3 of 4 core-seconds: two cores for two seconds
     assert (share["worker"], share["scoring_process"], share["bench"]) == (0.5, 0.25, 0.1)
     assert share["broker_and_other"] == 0.65  # 1.5 busy cores less the 0.85 accounted for
+    assert share["loop_waiting"] == 0.15  # 0.3 s of the two in the run queue
 
 
 def test_stage_latency_counts_only_the_batches_between_two_scrapes() -> None:
