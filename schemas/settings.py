@@ -147,7 +147,7 @@ class Settings(BaseSettings):
         description="How often a worker sends its trend partials and event-time watermark to "
         "the workers that merge them. Each flush is merged in one go on the event loop and "
         "holds up the events behind it: every 1 s, that hold-up was most of the p99 at half "
-        "load (README, Benchmark). A longer interval sends fewer, larger records.",
+        "load (docs/benchmark-history.md). A longer interval sends fewer, larger records.",
     )
     trend_max_keys: int = Field(
         100_000,
@@ -208,8 +208,8 @@ class Settings(BaseSettings):
         description="The worker's event loop: Python's own asyncio loop, or uvloop (libuv, in "
         "C), whose scheduling and socket I/O cost 3-6% less of the event loop's core per event. "
         "Its p99 at 10% load in the bench, over 100 ms in 9 of 14 runs before a fetch stall was "
-        "fixed, is now 21-24 ms, but at half load it was no better than asyncio's (README, "
-        "Benchmark), so it is not the default.",
+        "fixed, is now 21-24 ms, but at half load it was no better than asyncio's "
+        "(docs/benchmark-history.md), so it is not the default.",
     )
     scoring_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads.")
     scoring_precision: Literal["auto", "fp32"] = Field(

@@ -18,7 +18,7 @@ def use_event_loop(name: str) -> None:
     Faust's, aiokafka's and our callbacks are scheduled, and their sockets read and written,
     for less of it: in backlog pairs in turns, 3-6% less CPU an event. Its low-load stalls went
     with a fetch stall fixed since, but its half-load p99 was no better, so asyncio's loop is
-    the default (README, Benchmark)."""
+    the default (docs/benchmark-history.md)."""
     if name == "uvloop":
         import uvloop  # only where it is asked for: the asyncio loop needs no extra package
 

@@ -153,7 +153,8 @@ assigned its table's changelog partitions, whose records Faust never takes once 
 over, so the first fetch that brings back the worker's own changelog writes held every other
 partition on the broker for the whole 100 ms. In the bench the first ~150 ms of a latency run
 waited up to 120 ms before ingest, and that one stall set the run's p99; with 10 ms it was gone,
-and the backlog rate and the event loop's cost per event were no worse (README, Benchmark)."""
+and the backlog rate and the event loop's cost per event were no worse
+(docs/benchmark-history.md)."""
 
 
 class _InlineConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
