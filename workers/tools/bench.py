@@ -274,10 +274,10 @@ async def pipeline_latency(
     predictions = [(r.timestamp, orjson.loads(r.value)) for r in records]
     timed_records = [(ts, p) for ts, p in predictions if p["event_id"] not in warm_ids]
     latencies = np.array([p["latency_ms"] for _, p in timed_records])
+    # each event's own record timestamp (ms), which its prediction's latency also starts from
+    produced = np.array([produced_ms[p["event_id"]] for _, p in timed_records], dtype=float)
     # produced → on the broker (BROKER_STAMPED); exactly-once: not the commit after it
-    visible = np.array([ts - produced_ms[p["event_id"]] for ts, p in timed_records], dtype=float)
-    # a prediction's timestamp less its latency: when its event was produced, near enough
-    produced = np.array([ts for ts, _ in timed_records], dtype=float) - latencies
+    visible = np.array([ts for ts, _ in timed_records], dtype=float) - produced
     by_second = latency_by_second(produced, latencies)
     contention.annotate(by_second, float(produced.min()) / 1000)
     return {

@@ -57,7 +57,7 @@ def plot_latency(result: dict, path: Path) -> None:
         f"one worker at {result['pipeline']['offered_events_per_s']:,.0f} events/s offered"
     )
     ax.legend(loc="upper left")
-    sampled = [r for r in rows if "loop_waiting" in r]  # workers/tools/contention.py
+    sampled = _sampled(rows)
     if sampled:
         shares = ax.twinx()
         for key, color, label in (
@@ -251,7 +251,7 @@ def _worst_second(rows: list[dict]) -> str:
 def _contention(rows: list[dict]) -> list[str]:
     """What else used the cores in the slow seconds against the rest, and whether anything
     disturbed the run (workers/tools/contention.py); nothing for rows without the figures."""
-    sampled = [r for r in rows if "loop_waiting" in r]  # a last part-second may have none
+    sampled = _sampled(rows)
     over = [r for r in sampled if r["p99"] > LATENCY_BAR_MS]
     rest = [r for r in sampled if r["p99"] <= LATENCY_BAR_MS]
     said = []
@@ -269,6 +269,12 @@ def _contention(rows: list[dict]) -> list[str]:
             " at half load here); its latency does not describe the worker."
         )
     return said
+
+
+def _sampled(rows: list[dict]) -> list[dict]:
+    """The seconds that carry contention figures (workers/tools/contention.py): a last
+    part-second, or a run from before the figures, has none."""
+    return [r for r in rows if "loop_waiting" in r]
 
 
 def _means(rows: list[dict]) -> str:

@@ -59,7 +59,8 @@ JVM_OPTIONS = (
 """The collector settings Kafka's own start script gives a broker (``kafka-run-class.sh``), with
 its heap (1 GiB, ``kafka-server-start.sh``). With 512 MiB and the JVM's defaults the broker
 collected every ~5 s and ran a concurrent cycle every ~30 s on the cores the worker and the
-bench share with it (README, The local broker)."""
+bench share with it (README, The local broker). The broker's alone: the storage formatter,
+a tool that runs for a second, keeps the JVM's defaults."""
 
 PLAINTEXT_LISTENERS = """\
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
@@ -187,12 +188,10 @@ class LocalBroker:
             self.pid_file.unlink(missing_ok=True)
             return None
 
-    def _java(self, lib: Path, main: str, *args: str) -> list[str]:
+    def _java(self, lib: Path, main: str, *args: str, jvm: tuple[str, ...] = ()) -> list[str]:
         return [
             java_executable(),
-            f"-Xmx{self.heap}",
-            f"-Xms{self.heap}",
-            *JVM_OPTIONS,
+            *jvm,
             f"-Dlog4j2.configurationFile={self.state_dir / 'log4j2.properties'}",
             "-cp",
             f"{lib}/*",
@@ -252,7 +251,12 @@ class LocalBroker:
         self._format(lib, config)
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
-                self._java(lib, "kafka.Kafka", str(config)),
+                self._java(
+                    lib,
+                    "kafka.Kafka",
+                    str(config),
+                    jvm=(f"-Xmx{self.heap}", f"-Xms{self.heap}", *JVM_OPTIONS),
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
